@@ -1,0 +1,170 @@
+"""The ``medstyle`` command.
+
+Subcommands call ``medstyle_gui.core`` and ``trainer`` only (never the GUI, except
+``gui``). Every user error is one line on stderr naming the file and the problem,
+and a non-zero exit; tracebacks are for bugs (and for ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trainer
+from trainer.errors import MedstyleError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+# -- subcommand handlers (imports are local so `medstyle --help` stays fast) -------------
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from medstyle_gui.core.scans import describe_scan
+
+    facts = describe_scan(args.scan, series_uid=args.series, modality=args.modality)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        width = max(len(k) for k in facts)
+        for key, value in facts.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from medstyle_gui.core.scans import convert_scan
+
+    out = convert_scan(
+        args.src,
+        args.dst,
+        fmt=args.format,
+        overwrite=args.overwrite,
+        series_uid=args.series,
+        modality=args.modality,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_dataset_build(args: argparse.Namespace) -> int:
+    from trainer.data.dataset import build_dataset
+
+    out = build_dataset(
+        args.sources,
+        args.out,
+        size=args.size,
+        overwrite=args.overwrite,
+        register=not args.no_register,
+        n4=not args.no_n4,
+        progress=not args.quiet,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_dataset_info(args: argparse.Namespace) -> int:
+    from trainer.data.dataset import dataset_info, format_dataset_info
+
+    info = dataset_info(args.dataset)
+    print(json.dumps(info, indent=2) if args.json else format_dataset_info(info))
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def _positive_power_of_two(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 4 or value > 512 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{value} is not a power of two between 4 and 512")
+    return value
+
+
+def _scan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--series", metavar="UID", help="which DICOM series (or dataset PATIENT/MODALITY) to read")
+    p.add_argument(
+        "--modality", choices=("CT", "MR"), help="modality of a NIfTI/MHA/NRRD scan (overrides a sidecar)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medstyle",
+        description="Explore the latent style space of a StyleGAN trained on pelvic CT and T2 MR.",
+    )
+    parser.add_argument("--version", action="version", version=f"medstyle {trainer.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a scan (DICOM folder or file, NIfTI, MHA, NRRD, HDF5)")
+    p.add_argument("scan", type=Path)
+    _scan_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert a scan to NIfTI, a DICOM series or HDF5")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument(
+        "--format", choices=("nifti", "dicom", "h5", "mha", "nrrd"), help="default: from DST's extension"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    _scan_options(p)
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("dataset", help="build or describe an HDF5 slice dataset")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    b = dsub.add_parser("build", help="paired studies -> HDF5 slices with labels")
+    b.add_argument("sources", type=Path, nargs="+", help="study folders or folders of studies")
+    b.add_argument("--out", type=Path, required=True, help="DATA.h5 to write")
+    b.add_argument("--size", type=_positive_power_of_two, default=256, help="model matrix N (N x N)")
+    b.add_argument("--no-register", action="store_true", help="trust that CT and MR are aligned")
+    b.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction of MR")
+    b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_dataset_build)
+    i = dsub.add_parser("info", help="counts by modality, sex and patient")
+    i.add_argument("dataset", type=Path)
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=_cmd_dataset_info)
+
+    # -- more subcommands register here ------------------------------------------------
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0
+    try:
+        return func(args)
+    except MedstyleError as err:
+        print(f"medstyle: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("medstyle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: say so in one line unless asked for the traceback
+        if args.debug:
+            raise
+        print(
+            f"medstyle: internal error: {type(err).__name__}: {err} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Widgets: Qt panels that wire and display what medstyle_gui.core computes."""

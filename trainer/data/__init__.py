@@ -1,0 +1,1 @@
+"""Scans in and out: the Volume, readers, writers, normalisation, registration, datasets."""
