@@ -90,9 +90,13 @@ def _positive_power_of_two(text: str) -> int:
 
 
 def _scan_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--series", metavar="UID", help="which DICOM series (or dataset PATIENT/MODALITY) to read")
     p.add_argument(
-        "--modality", choices=("CT", "MR"), help="modality of a NIfTI/MHA/NRRD scan (overrides a sidecar)"
+        "--series", metavar="UID", help="which DICOM series (or dataset PATIENT/MODALITY) to read"
+    )
+    p.add_argument(
+        "--modality",
+        choices=("CT", "MR"),
+        help="modality of a NIfTI/MHA/NRRD scan (overrides a sidecar)",
     )
 
 
@@ -105,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("info", help="describe a scan (DICOM folder or file, NIfTI, MHA, NRRD, HDF5)")
+    p = sub.add_parser(
+        "info", help="describe a scan (DICOM folder or file, NIfTI, MHA, NRRD, HDF5)"
+    )
     p.add_argument("scan", type=Path)
     _scan_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -115,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     p.add_argument(
-        "--format", choices=("nifti", "dicom", "h5", "mha", "nrrd"), help="default: from DST's extension"
+        "--format",
+        choices=("nifti", "dicom", "h5", "mha", "nrrd"),
+        help="default: from DST's extension",
     )
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     _scan_options(p)
@@ -126,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = dsub.add_parser("build", help="paired studies -> HDF5 slices with labels")
     b.add_argument("sources", type=Path, nargs="+", help="study folders or folders of studies")
     b.add_argument("--out", type=Path, required=True, help="DATA.h5 to write")
-    b.add_argument("--size", type=_positive_power_of_two, default=256, help="model matrix N (N x N)")
+    b.add_argument(
+        "--size", type=_positive_power_of_two, default=256, help="model matrix N (N x N)"
+    )
     b.add_argument("--no-register", action="store_true", help="trust that CT and MR are aligned")
     b.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction of MR")
     b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

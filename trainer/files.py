@@ -38,7 +38,9 @@ def atomic_file(target: str | os.PathLike[str], overwrite: bool = False) -> Iter
     """
     target = ensure_can_write(target, overwrite)
     suffix = "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -1,0 +1,239 @@
+"""Read any supported scan into a :class:`Volume` (LPS, native units).
+
+Formats: a DICOM series folder, a single or multi-frame DICOM file (see
+``dicom_read``), NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``), NRRD
+(``.nrrd``, ``.nhdr``) and the project's HDF5 files (one volume, or a slice dataset
+from which one patient and modality is chosen with ``series_uid="P0001/CT"``).
+
+Modality, in order of precedence: the caller's ``modality`` (the ``--modality``
+option), DICOM's Modality tag, a JSON sidecar beside the file (``scan.json`` for
+``scan.nii.gz``: ``{"modality": "MR", "sex": "M"}``), and last the intensities
+(CT has air near -1000 HU; MR is non-negative). ``Volume.modality_source`` says
+which decided.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from trainer.data.volume import MODALITIES, SEXES, Volume
+from trainer.errors import InvalidScanError, ScanReadError
+
+#: File name endings read with SimpleITK, and the format's name for messages.
+ITK_FORMATS = {
+    ".nii.gz": "NIfTI",
+    ".nii": "NIfTI",
+    ".mha": "MetaImage",
+    ".mhd": "MetaImage",
+    ".nrrd": "NRRD",
+    ".nhdr": "NRRD",
+}
+HDF5_SUFFIXES = (".h5", ".hdf5")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
+SUPPORTED = (
+    "a DICOM folder or file, NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd), NRRD (.nrrd) or HDF5 (.h5)"
+)
+
+#: Below this 1st-percentile value a scan with no other clue is taken to be CT.
+_CT_AIR_THRESHOLD = -500.0
+
+
+def read_volume(
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    modality: str | None = None,
+) -> Volume:
+    """Read a scan from ``path`` into a Volume in LPS orientation and native units.
+
+    Args:
+        path: a DICOM series folder, a DICOM file, or a NIfTI/MHA/NRRD/HDF5 file.
+        series_uid: which series of a folder holding several (DICOM SeriesInstanceUID,
+            or ``PATIENT/MODALITY`` for a slice dataset).
+        modality: ``"CT"`` or ``"MR"`` to override what the file says.
+
+    Raises:
+        ScanReadError: missing, empty, truncated or unknown files.
+        InvalidScanError: readable data we cannot use (4-D, colour, NaN, gaps, tilt).
+    """
+    path = Path(path)
+    if modality is not None and modality not in MODALITIES:
+        raise ScanReadError(f"unknown modality {modality!r} (CT or MR)", path)
+    if not path.exists():
+        raise ScanReadError("does not exist", path)
+    if not os.access(path, os.R_OK):
+        raise ScanReadError("cannot be read (permission denied)", path)
+
+    if path.is_dir():
+        volume = _read_dicom(path, series_uid)
+    else:
+        if path.stat().st_size == 0:
+            raise ScanReadError("is empty (0 bytes)", path)
+        kind = scan_format(path)
+        if kind == "HDF5":
+            volume = _read_hdf5(path, series_uid)
+        elif kind == "DICOM":
+            volume = _read_dicom(path, series_uid)
+        else:
+            volume = _read_itk(path, kind)
+
+    check_finite(volume.array, path)
+    if modality is not None:
+        volume.modality, volume.modality_source = modality, "option"
+    elif volume.modality is None:
+        volume.modality, volume.modality_source = infer_modality(volume.array), "intensity"
+    return volume
+
+
+def scan_format(path: Path) -> str:
+    """The format of a file from its name (and, for DICOM, its 'DICM' marker)."""
+    name = path.name.lower()
+    for suffix, kind in ITK_FORMATS.items():
+        if name.endswith(suffix):
+            return kind
+    if name.endswith(HDF5_SUFFIXES):
+        return "HDF5"
+    if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_marker(path):
+        return "DICOM"
+    raise ScanReadError(f"unknown file format; expected {SUPPORTED}", path)
+
+
+def infer_modality(array: np.ndarray) -> str:
+    """Guess CT or MR from intensities: CT has air near -1000 HU, MR is non-negative."""
+    low = float(np.percentile(array[:: max(1, array.shape[0] // 8)], 1))
+    return "CT" if low < _CT_AIR_THRESHOLD else "MR"
+
+
+def check_finite(array: np.ndarray, path: Path) -> None:
+    """Raise InvalidScanError if any voxel is NaN or infinite."""
+    if np.isfinite(array).all():
+        return
+    nan = int(np.isnan(array).sum())
+    inf = int(np.isinf(array).sum())
+    what = ", ".join(
+        p for p in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if p
+    )
+    raise InvalidScanError(f"has {what} voxel values; fix or mask them before loading", path)
+
+
+def sidecar_path(path: Path) -> Path:
+    """``scan.json`` beside ``scan.nii.gz`` (all suffixes replaced)."""
+    name = path.name
+    for suffix in ITK_FORMATS:
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_suffix(".json")
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The JSON sidecar of ``path`` if there is one; validated modality and sex."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ScanReadError(f"sidecar is not valid JSON ({exc})", side) from None
+    if not isinstance(data, dict):
+        raise ScanReadError("sidecar must hold a JSON object", side)
+    if data.get("modality") not in (None, *MODALITIES):
+        raise ScanReadError(f"sidecar modality {data['modality']!r} is not CT or MR", side)
+    if data.get("sex") not in (None, *SEXES):
+        data["sex"] = None
+    return data
+
+
+# -- per format -----------------------------------------------------------------------
+
+
+def _read_itk(path: Path, kind: str) -> Volume:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise ScanReadError(
+            f"is not a readable {kind} file (corrupt or not {kind})", path
+        ) from None
+    dim, size = reader.GetDimension(), reader.GetSize()
+    if reader.GetNumberOfComponents() != 1:
+        raise InvalidScanError(
+            f"has {reader.GetNumberOfComponents()} components per voxel (colour or vector data); "
+            "medstyle reads grey-scale scans",
+            path,
+        )
+    if dim == 4 and size[3] > 1:
+        raise InvalidScanError(
+            f"is 4-D ({' x '.join(map(str, size))}); extract one 3-D volume first", path
+        )
+    if dim > 4 or dim < 2:
+        raise InvalidScanError(f"is {dim}-D; medstyle reads 2-D slices and 3-D volumes", path)
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        raise ScanReadError(
+            f"is truncated or corrupt (the {kind} data cannot be read)", path
+        ) from None
+    image = _as_3d(image)
+    side = read_sidecar(path)
+    return Volume.from_sitk(
+        sitk.Cast(image, sitk.sitkFloat32),
+        modality=side.get("modality"),
+        modality_source="sidecar" if side.get("modality") else "unknown",
+        sex=side.get("sex"),
+        patient_id=side.get("patient_id"),
+        source=str(path),
+        meta={"format": kind},
+    )
+
+
+def _as_3d(image: sitk.Image) -> sitk.Image:
+    """A 2-D image as a one-slice volume; a 4-D image with one time point as 3-D."""
+    if image.GetDimension() == 4:
+        return sitk.Extract(image, [*image.GetSize()[:3], 0], [0, 0, 0, 0])
+    if image.GetDimension() == 2:
+        return sitk.JoinSeries([image])
+    return image
+
+
+def _read_dicom(path: Path, series_uid: str | None) -> Volume:
+    from trainer.data.dicom_read import read_dicom
+
+    return read_dicom(path, series_uid)
+
+
+def _read_hdf5(path: Path, series: str | None) -> Volume:
+    from trainer.data import hdf5_volume
+
+    if hdf5_volume.is_volume_file(path):
+        return hdf5_volume.read_h5_volume(path)
+    from trainer.data import dataset
+
+    if dataset.is_slice_dataset(path):
+        if series is None:
+            names = dataset.list_dataset_series(path)
+            shown = ", ".join(names[:12]) + (
+                f" and {len(names) - 12} more" if len(names) > 12 else ""
+            )
+            raise ScanReadError(
+                f"is a slice dataset of {len(names)} scans; choose one with --series "
+                f"PATIENT/MODALITY ({shown})",
+                path,
+            )
+        return dataset.read_dataset_volume(path, series)
+    raise ScanReadError("is an HDF5 file but not a medstyle volume or slice dataset", path)
+
+
+def _has_dicom_marker(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
