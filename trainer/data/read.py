@@ -37,7 +37,8 @@ ITK_FORMATS = {
 HDF5_SUFFIXES = (".h5", ".hdf5")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
 SUPPORTED = (
-    "a DICOM folder or file, NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd), NRRD (.nrrd) or HDF5 (.h5)"
+    "a DICOM folder or file, NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd), NRRD (.nrrd) "
+    "or HDF5 (.h5)"
 )
 
 #: Below this 1st-percentile value a scan with no other clue is taken to be CT.
