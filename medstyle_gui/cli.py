@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 from pathlib import Path
 
 import trainer
@@ -79,6 +80,14 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), like every other medstyle error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+
 def _positive_power_of_two(text: str) -> int:
     try:
         value = int(text)
@@ -101,13 +110,13 @@ def _scan_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medstyle",
         description="Explore the latent style space of a StyleGAN trained on pelvic CT and T2 MR.",
     )
     parser.add_argument("--version", action="version", version=f"medstyle {trainer.__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
         "info", help="describe a scan (DICOM folder or file, NIfTI, MHA, NRRD, HDF5)"
@@ -130,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("dataset", help="build or describe an HDF5 slice dataset")
-    dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    dsub = p.add_subparsers(
+        dest="dataset_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
     b = dsub.add_parser("build", help="paired studies -> HDF5 slices with labels")
     b.add_argument("sources", type=Path, nargs="+", help="study folders or folders of studies")
     b.add_argument("--out", type=Path, required=True, help="DATA.h5 to write")

@@ -14,8 +14,12 @@ which decided.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +179,11 @@ def _read_itk(path: Path, kind: str) -> Volume:
         )
     if dim > 4 or dim < 2:
         raise InvalidScanError(f"is {dim}-D; medstyle reads 2-D slices and 3-D volumes", path)
+    if kind == "NIfTI":
+        _check_nifti_data(path)
     try:
-        image = reader.Execute()
+        with _itk_warnings_silenced():  # ITK prints its own lines for damaged files
+            image = reader.Execute()
     except RuntimeError:
         raise ScanReadError(
             f"is truncated or corrupt (the {kind} data cannot be read)", path
@@ -192,6 +199,36 @@ def _read_itk(path: Path, kind: str) -> Volume:
         source=str(path),
         meta={"format": kind},
     )
+
+
+@contextlib.contextmanager
+def _itk_warnings_silenced() -> Iterator[None]:
+    """Keep ITK's (and MetaIO's, which writes straight to the C stderr) chatter about
+    damaged files off the user's terminal: the exception we raise says it in one line."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def _check_nifti_data(path: Path) -> None:
+    """ITK's NIfTI reader silently zero-fills a truncated file and turns NaN voxels into
+    0, so the voxel data is checked once with nibabel before trusting it."""
+    import nibabel
+
+    try:
+        data = np.asanyarray(nibabel.load(path).dataobj)
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        raise ScanReadError(f"is truncated or corrupt ({exc})", path) from None
+    check_finite(data, path)
 
 
 def _as_3d(image: sitk.Image) -> sitk.Image:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up everything medstyle and its tests need on a fresh machine:
+#  - Debian tools used by the tests (dciodvfy from dicom3tools, dcmdump from dcmtk,
+#    Xvfb for looking at the app), when apt-get is there and we may use it;
+#  - PyTorch: torch==2.13.0 unless a torch is installed already (keep your CUDA build);
+#  - medstyle itself, editable, with the test extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
+command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
+command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
+if ((${#missing[@]})) && command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    echo "installing ${missing[*]} with apt-get"
+    if ! { DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null; }; then
+        echo "warning: could not install ${missing[*]}; the tests that need them will skip" >&2
+    fi
+fi
+
+python -m pip --version >/dev/null
+if ! python -c "import torch" >/dev/null 2>&1; then
+    python -m pip install -q "torch==2.13.0"
+fi
+python -m pip install -q -e ".[test]"
