@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -174,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedstyleError as err:
         print(f"medstyle: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into `head` and cut short: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("medstyle: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

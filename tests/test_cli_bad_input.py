@@ -167,7 +167,7 @@ def rgb_dicom(tmp):
 def missing_slice(tmp):
     folder = _real_series_copy(tmp)
     _sorted_by_z(folder)[10].unlink()
-    return [str(folder)], r"gap of 4(\.0)? ?mm"
+    return [str(folder)], r"gap of 4(\.0+)? ?mm.*expected 2(\.0+)? ?mm"
 
 
 def uneven_spacing(tmp):
