@@ -12,8 +12,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 import trainer
 from trainer.errors import MedstyleError
