@@ -54,6 +54,31 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pair(args: argparse.Namespace) -> int:
+    from medstyle_gui.core.pairing import pair_scans
+
+    result = pair_scans(
+        args.ct,
+        args.mr,
+        args.out,
+        size=args.size,
+        register=not args.no_register,
+        n4=not args.no_n4,
+        overwrite=args.overwrite,
+        ct_series=args.ct_series,
+        mr_series=args.mr_series,
+        patient=args.patient,
+    )
+    registration = result.pair.registration
+    if args.json:
+        print(json.dumps(result.manifest, indent=2))
+    else:
+        print(f"wrote {result.folder} ({' x '.join(map(str, result.pair.mr.shape))} voxels, z y x)")
+        if registration is not None:
+            print(f"CT registered to MR: {registration.describe()}")
+    return 0
+
+
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from trainer.data.dataset import build_dataset
 
@@ -86,7 +111,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
 
 
 def _positive_power_of_two(text: str) -> int:
@@ -138,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     _scan_options(p)
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("pair", help="register a CT to an MR of one patient: a study folder")
+    p.add_argument("ct", type=Path, help="the CT (DICOM folder or file, NIfTI, ...)")
+    p.add_argument("mr", type=Path, help="the T2 MR")
+    p.add_argument("--out", type=Path, required=True, help="study folder to create")
+    p.add_argument("--size", type=_positive_power_of_two, default=256, help="model matrix N")
+    p.add_argument("--no-register", action="store_true", help="trust the scans' coordinates")
+    p.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction of MR")
+    p.add_argument("--ct-series", metavar="UID", help="series of a DICOM folder with several")
+    p.add_argument("--mr-series", metavar="UID", help="series of a DICOM folder with several")
+    p.add_argument("--patient", help="label for the manifest (default: the folder's name)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=_cmd_pair)
 
     p = sub.add_parser("dataset", help="build or describe an HDF5 slice dataset")
     dsub = p.add_subparsers(

@@ -44,7 +44,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -55,6 +55,9 @@ from trainer.data.studies import StudySource, find_studies
 from trainer.data.volume import MODALITIES, Volume
 from trainer.errors import DatasetError, MedstyleError
 from trainer.files import atomic_file, ensure_can_write
+
+if TYPE_CHECKING:  # register.py pulls in SimpleITK's registration; load it only when used
+    from trainer.data.register import RigidRegistration
 
 FORMAT = "medstyle-slices"
 FORMAT_VERSION = 1
@@ -136,15 +139,21 @@ def build_dataset(
             bar = tqdm(studies, desc="studies", unit="study", disable=not progress)
             for study in bar:
                 bar.set_postfix_str(study.patient_id)
-                records.append(_add_study(writer, study, size=size, register=register, n4=n4))
+                record, registration = _add_study(
+                    writer, study, size=size, register=register, n4=n4
+                )
+                if registration is not None and progress:
+                    bar.write(f"{study.patient_id}: CT registered to MR: {registration.describe()}")
+                records.append(record)
             _write_attrs(f, size, records)
     return out
 
 
 def _add_study(
     writer: _SliceWriter, study: StudySource, *, size: int, register: bool, n4: bool
-) -> dict[str, Any]:
-    """Read, pair, normalise and append one study; return its ``sources`` record."""
+) -> tuple[dict[str, Any], RigidRegistration | None]:
+    """Read, pair, normalise and append one study; return its ``sources`` record and
+    the registration (``None`` when the scans' own coordinates were used)."""
     from trainer.data.register import prepare_pair
 
     ct = _read_scan(study, "CT")
@@ -155,7 +164,7 @@ def _add_study(
     del ct, mr  # only the paired volumes stay in memory
     rows = writer.add_patient(study.patient_id, sex, pair.mr, pair.ct)
     registration = pair.registration
-    return {
+    record = {
         **study.to_dict(),
         "sex": sex,
         "registered": registered,
@@ -164,6 +173,7 @@ def _add_study(
         "slices": {"MR": int(pair.mr.num_slices), "CT": int(pair.ct.num_slices)},
         "first_row": rows,
     }
+    return record, registration
 
 
 def _read_scan(study: StudySource, modality: str) -> Volume:

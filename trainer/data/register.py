@@ -85,6 +85,16 @@ class RigidRegistration:
         the result before trusting it."""
         return "maximum number of iterations" not in self.stop_condition.lower()
 
+    def describe(self) -> str:
+        """One line for a terminal or a status bar."""
+        rot = ", ".join(f"{a:+.2f}" for a in self.rotation_deg)
+        shift = ", ".join(f"{t:+.1f}" for t in self.translation_mm)
+        state = "converged" if self.converged else "NOT converged: check the result"
+        return (
+            f"rotation ({rot}) deg, translation ({shift}) mm, Mattes MI {self.final_metric:.4f}, "
+            f"{self.iterations} iterations, overlap {self.overlap_fraction:.0%}, {state}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary, as ``medstyle`` reports it."""
         return {
