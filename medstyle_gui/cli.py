@@ -103,6 +103,41 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from trainer.data.phantom import CohortOptions, render_montage, write_cohort
+
+    options = CohortOptions(
+        patients=args.patients,
+        seed=args.seed,
+        size=args.size,
+        slices=args.slices,
+        slice_mm=args.slice_mm,
+        female_fraction=args.female_fraction,
+        fmt=args.format,
+        misalign_mm=args.misalign_mm,
+    )
+    out = write_cohort(
+        args.out_dir,
+        options,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    studies = "study" if options.patients == 1 else "studies"
+    print(f"wrote {out} ({options.patients} phantom {studies})")
+    if args.montage:
+        print(f"wrote {render_montage(out, args.montage, overwrite=args.overwrite)}")
+    return 0
+
+
+def _cmd_phantom_montage(args: argparse.Namespace) -> int:
+    from trainer.data.phantom import render_montage
+
+    png = render_montage(args.cohort, args.png, per_sex=args.per_sex, overwrite=args.overwrite)
+    print(f"wrote {png}")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -196,6 +231,33 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("dataset", type=Path)
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_cmd_dataset_info)
+
+    p = sub.add_parser(
+        "phantom", help="write procedural paired pelvic CT/T2 MR phantom studies with labels"
+    )
+    p.add_argument("out_dir", type=Path, help="folder to create (or an empty one)")
+    p.add_argument("--patients", type=int, default=100, help="number of patients (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--size", type=int, default=256, help="pixels per row and column")
+    p.add_argument("--slices", type=int, default=88, help="axial slices per study")
+    p.add_argument("--slice-mm", type=float, default=3.0, help="slice spacing in mm")
+    p.add_argument("--female-fraction", type=float, default=0.5, help="share of women")
+    p.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="scan files")
+    p.add_argument(
+        "--misalign-mm", type=float, default=0.0, help="random rigid CT misalignment (mm)"
+    )
+    p.add_argument("--workers", type=int, help="processes (default: one per CPU)")
+    p.add_argument("--montage", type=Path, metavar="PNG", help="also draw a montage PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("phantom-montage", help="draw a PNG of slices of a phantom cohort")
+    p.add_argument("cohort", type=Path, help="folder written by 'medstyle phantom'")
+    p.add_argument("png", type=Path, help="PNG file to write")
+    p.add_argument("--per-sex", type=int, default=2, help="patients of each sex shown")
+    p.add_argument("--overwrite", action="store_true", help="replace PNG if it exists")
+    p.set_defaults(func=_cmd_phantom_montage)
 
     # -- more subcommands register here ------------------------------------------------
     return parser

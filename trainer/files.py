@@ -17,6 +17,18 @@ from pathlib import Path
 from trainer.errors import ScanWriteError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _give_default_permissions(path: Path, is_folder: bool) -> None:
+    """mkstemp/mkdtemp make private (0600/0700) entries; a finished output gets the
+    permissions a plain ``open``/``mkdir`` would have given it."""
+    os.chmod(path, (0o777 if is_folder else 0o666) & ~_umask())
+
+
 def ensure_can_write(target: str | os.PathLike[str], overwrite: bool) -> Path:
     """Check that ``target`` may be written; raise :class:`ScanWriteError` if it exists
     and ``overwrite`` is false, or if its folder does not exist."""
@@ -47,6 +59,7 @@ def atomic_file(target: str | os.PathLike[str], overwrite: bool = False) -> Iter
         yield tmp
         if target.is_dir():
             raise ScanWriteError("is a folder, not a file", target)
+        _give_default_permissions(tmp, is_folder=False)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -63,6 +76,7 @@ def atomic_folder(target: str | os.PathLike[str], overwrite: bool = False) -> It
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _give_default_permissions(tmp, is_folder=True)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)

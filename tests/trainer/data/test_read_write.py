@@ -94,3 +94,17 @@ def test_two_d_image_reads_as_one_slice(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 9), 300, np.float32)), str(path))
     volume = read_volume(path, modality="MR")
     assert volume.shape == (1, 8, 9)
+
+
+def test_outputs_get_ordinary_permissions_not_private_temp_ones(make_volume, tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        path = write_volume(make_volume(), tmp_path / "shared.nii.gz")
+        folder = write_volume(make_volume(), tmp_path / "series", fmt="dicom")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
