@@ -138,6 +138,35 @@ def _cmd_phantom_montage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_gan(args: argparse.Namespace) -> int:
+    from trainer.train_cli import run_train_gan
+
+    return run_train_gan(args)
+
+
+def _cmd_bench_generator(args: argparse.Namespace) -> int:
+    from trainer.bench import bench_generator, format_rows, tune_cpu_allocator
+
+    if not args.default_malloc:
+        tune_cpu_allocator()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    def progress(what: str) -> None:
+        print(f"timing {what} ...", file=sys.stderr, flush=True)
+
+    rows = bench_generator(
+        batches=args.batches,
+        repeats=args.repeats,
+        sgemm_n=args.sgemm_size,
+        progress=None if args.quiet else progress,
+    )
+    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -258,6 +287,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-sex", type=int, default=2, help="patients of each sex shown")
     p.add_argument("--overwrite", action="store_true", help="replace PNG if it exists")
     p.set_defaults(func=_cmd_phantom_montage)
+
+    p = sub.add_parser("train", help="train the StyleGAN (one GPU, many GPUs, many machines)")
+    tsub = p.add_subparsers(
+        dest="train_command", metavar="MODEL", required=True, parser_class=_Parser
+    )
+    g = tsub.add_parser("gan", help="the StyleGAN with progressive growing (torchrun for --gpus N)")
+    from trainer.train_cli import add_train_gan_arguments
+
+    add_train_gan_arguments(g)
+    g.set_defaults(func=_cmd_train_gan)
+
+    p = sub.add_parser("bench", help="time the networks on this machine")
+    bsub = p.add_subparsers(
+        dest="bench_command", metavar="WHAT", required=True, parser_class=_Parser
+    )
+    b = bsub.add_parser(
+        "generator",
+        help="ms per image and GFLOP/s of G's forward pass (paper and demo configs) vs sgemm",
+    )
+    b.add_argument("--json", action="store_true", help="print JSON rows")
+    b.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (1 8)")
+    b.add_argument("--repeats", type=int, default=7, help="timed calls per row (median; 7)")
+    b.add_argument("--sgemm-size", type=int, default=2048, help="N of the N x N sgemm (2048)")
+    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    b.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's allocator untuned"
+    )
+    b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    b.set_defaults(func=_cmd_bench_generator)
 
     # -- more subcommands register here ------------------------------------------------
     return parser

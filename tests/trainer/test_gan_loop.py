@@ -1,0 +1,269 @@
+"""The GAN training loop end to end on CPU: a tiny StyleGAN on a few hundred phantom
+slices at 32 px, progressive growing from 16 px through one fade-in, snapshots,
+checkpoints, the bundle, exact resume after SIGKILL, and the config layering."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.errors import ConfigError
+from trainer.loops.gan_config import GANTrainConfig, parse_batch_sizes
+
+#: A tiny run: 16 px for 32 images, fade to 32 px over 64, 32 px for 64 more (20 steps).
+TINY = {
+    "network": "slim",
+    "network_overrides": {"z_dim": 32, "w_dim": 32, "mapping_layers": 2, "channel_max": 32},
+    "start_resolution": 16,
+    "stabilise_kimg": 0.032,
+    "fade_kimg": 0.064,
+    "kimg": 0.16,
+    "batch_sizes": {"16": 8},
+    "tick_kimg": 0.016,
+    "snapshot_kimg": 0.08,
+    "checkpoint_kimg": 0.016,
+    "metric_images": 32,
+    "workers": 0,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def gan_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """192 slices (4 phantom patients, CT and MR, 24 slices each) at 32 px."""
+    from trainer.data.dataset import build_dataset
+    from trainer.data.phantom import CohortOptions, write_cohort
+
+    root = tmp_path_factory.mktemp("gan_data")
+    cohort = write_cohort(
+        root / "cohort",
+        CohortOptions(patients=4, seed=0, size=64, slices=24),
+        workers=1,
+        progress=False,
+    )
+    data = root / "data.h5"
+    return build_dataset([cohort], data, size=32, register=False, n4=False, progress=False)
+
+
+def write_config(folder: Path, **changes) -> Path:
+    path = folder / "tiny.json"
+    path.write_text(json.dumps({**TINY, **changes}))
+    return path
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer", "train", "gan", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(gan_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run, trained once in this process (the reference for resume)."""
+    from trainer.loops.gan import train_gan
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    cfg = GANTrainConfig.resolve(
+        {"data": str(gan_data), "out": str(folder / "run")}, write_config(folder)
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic as the subprocess runs below
+    try:
+        return train_gan(cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# -- config -------------------------------------------------------------------------------
+
+
+def test_schedule_fades_in_each_resolution_after_the_first() -> None:
+    cfg = GANTrainConfig(start_resolution=8, fade_kimg=1.0, stabilise_kimg=2.0)
+    at = lambda images: cfg.phase_at(images, 32)  # noqa: E731
+    assert (at(0).resolution, at(0).alpha, at(0).name) == (8, 1.0, "stabilise")
+    assert (at(1999).resolution, at(1999).name) == (8, "stabilise")
+    assert (at(2000).resolution, at(2000).alpha, at(2000).name) == (16, 0.0, "fade")
+    assert at(2500).alpha == pytest.approx(0.5)
+    assert (at(3000).resolution, at(3000).name) == (16, "stabilise")
+    assert (at(5000).resolution, at(5000).name) == (32, "fade")
+    assert (at(10**9).resolution, at(10**9).alpha) == (32, 1.0)  # the last one never ends
+
+
+def test_batch_sizes_follow_the_paper_and_parse_from_flags() -> None:
+    cfg = GANTrainConfig()
+    assert [cfg.batch_size(r) for r in (8, 32, 256, 512)] == [256, 64, 8, 8]
+    assert parse_batch_sizes("8:256,32:64") == {8: 256, 32: 64}
+    assert GANTrainConfig(batch_sizes=parse_batch_sizes("12")).batch_size(256) == 12
+    with pytest.raises(ConfigError, match="RES:N"):
+        parse_batch_sizes("8=256")
+
+
+def test_flags_override_the_config_file_which_overrides_defaults(tmp_path: Path) -> None:
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"lr": 0.002, "loss": "r1", "batch_sizes": {"32": 4}}))
+    cfg = GANTrainConfig.resolve({"data": "d.h5", "out": "run", "loss": "wgan-gp"}, file)
+    assert (cfg.lr, cfg.loss, cfg.batch_size(64), cfg.ema_decay) == (0.002, "wgan-gp", 4, 0.999)
+    assert GANTrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    file.write_text(json.dumps({"learning_rate": 0.1}))
+    with pytest.raises(ConfigError, match="unknown option 'learning_rate'"):
+        GANTrainConfig.resolve({"data": "d.h5", "out": "run"}, file)
+    with pytest.raises(ConfigError, match="inception-weights"):
+        GANTrainConfig.resolve({"data": "d.h5", "out": "run", "metric": "fid"})
+
+
+# -- a run end to end ---------------------------------------------------------------------
+
+
+def test_run_writes_config_log_samples_checkpoints_and_bundle(tiny_run: Path) -> None:
+    from trainer.bundle import read_bundle_manifest
+    from trainer.checkpoint import load_checkpoint
+
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["kimg"] == 0.16 and config["network_config"]["img_resolution"] == 32
+    assert sorted(p.name for p in (tiny_run / "samples").iterdir()) == [
+        "images-000000080.png",
+        "images-000000160.png",
+    ]
+    names = {p.name for p in (tiny_run / "checkpoints").iterdir()}
+    assert {"latest.pt", "best.pt", "images-000000080.pt", "images-000000160.pt"} <= names
+    latest = load_checkpoint(tiny_run / "checkpoints" / "latest.pt")
+    assert latest["progress"]["images_seen"] == 160
+    assert latest["config"] == GANTrainConfig.from_dict(latest["config"]).to_dict()
+    assert set(latest) >= {"G", "D", "G_ema", "opt_G", "opt_D", "rng", "network_config"}
+    manifest = read_bundle_manifest(tiny_run / "bundle")
+    assert manifest["resolution"] == 32 and manifest["training"]["images_seen"] == 160
+    assert manifest["normalisation"]["CT"] == {"low": -1024.0, "high": 1500.0}
+
+
+def test_losses_are_finite_and_growing_passes_a_fade_in(tiny_run: Path) -> None:
+    ticks = [r for r in read_log(tiny_run) if r["event"] == "tick"]
+    assert [t["images_seen"] for t in ticks] == list(range(16, 161, 16))
+    for t in ticks:
+        for key in ("loss_D", "loss_G", "gp", "images_per_s"):
+            assert torch.isfinite(torch.tensor(t[key])), (key, t)
+    fade = [t["alpha"] for t in ticks if t["phase"] == "fade"]
+    assert fade == sorted(fade) and fade[0] < 0.5 < fade[-1] < 1.0
+    assert ticks[0]["resolution"] == 16 and ticks[-1]["resolution"] == 32
+    assert ticks[-1]["alpha"] == 1.0
+    snaps = [r for r in read_log(tiny_run) if r["event"] == "snapshot"]
+    # the best model is chosen only at the final resolution after its fade-in
+    assert [s.get("best", False) for s in snaps] == [False, True]
+    assert all(s["swd"] > 0 for s in snaps)
+
+
+def test_r1_loss_trains_too(gan_data: Path, tmp_path: Path) -> None:
+    from trainer.loops.gan import train_gan
+
+    changes = {"loss": "r1", "kimg": 0.016, "snapshot_kimg": 0.016, "start_resolution": 32}
+    cfg = GANTrainConfig.resolve(
+        {"data": str(gan_data), "out": str(tmp_path / "run")}, write_config(tmp_path, **changes)
+    )
+    ticks = [r for r in read_log(train_gan(cfg, progress=False)) if r["event"] == "tick"]
+    assert len(ticks) == 1 and ticks[0]["resolution"] == 32
+    assert all(np.isfinite(ticks[0][k]) for k in ("loss_D", "loss_G", "r1"))
+    assert ticks[0]["r1"] >= 0
+
+
+def test_sample_grid_is_a_png_of_fixed_seed_images(tiny_run: Path) -> None:
+    from PIL import Image
+
+    with Image.open(tiny_run / "samples" / "images-000000160.png") as img:
+        assert img.size == (4 * 64, 4 * 64) and img.mode == "L"
+        assert len(np.unique(np.asarray(img))) > 10  # not a blank grid
+
+
+# -- resume -------------------------------------------------------------------------------
+
+
+def test_sigkill_then_resume_continues_the_same_curve(
+    tiny_run: Path, gan_data: Path, tmp_path: Path
+) -> None:
+    """Kill a run mid-training, check every checkpoint loads, resume: the resumed run
+    ends with the uninterrupted run's weights and the same logged losses."""
+    from trainer.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer", "train", "gan", "--quiet", "--data", str(gan_data)]
+    cmd += ["--out", str(run), "--config", str(write_config(tmp_path))]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    latest = run / "checkpoints" / "latest.pt"
+    deadline = time.monotonic() + 240
+    try:
+        while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # into the next steps (and perhaps the next checkpoint write)
+    finally:
+        killed = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert killed, "the run ended before it could be killed"
+    for pt in (run / "checkpoints").glob("*.pt"):
+        if not pt.name.startswith("."):  # a temporary file cut short is never a .pt name
+            load_checkpoint(pt)
+    seen = load_checkpoint(latest)["progress"]["images_seen"]
+    assert 0 < seen < 160
+
+    run_cli("--out", str(run), "--resume")
+    assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())
+    log, reference = read_log(run), read_log(tiny_run)
+    ticks = [r for r in log if r["event"] == "tick"]
+    ref = [r for r in reference if r["event"] == "tick"]
+    assert [t["images_seen"] for t in ticks] == [t["images_seen"] for t in ref]  # none lost
+    for key in ("loss_D", "loss_G"):
+        assert [t[key] for t in ticks] == pytest.approx([t[key] for t in ref], rel=1e-5, abs=1e-6)
+    resumed = load_checkpoint(latest)
+    uninterrupted = load_checkpoint(tiny_run / "checkpoints" / "latest.pt")
+    assert resumed["progress"]["images_seen"] == 160
+    for name, tensor in uninterrupted["G_ema"].items():
+        torch.testing.assert_close(resumed["G_ema"][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_refuses_to_overwrite_a_run_or_change_it_on_resume(
+    tiny_run: Path, gan_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.train_cli import main
+
+    assert main(["train", "gan", "--data", str(gan_data), "--out", str(tiny_run)]) == 1
+    assert "already holds a run (pass --resume" in capsys.readouterr().err
+    assert main(["train", "gan", "--out", str(tiny_run), "--resume", "--lr", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "--lr differs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_medstyle_train_gan_shares_the_options_and_the_torchrun_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medstyle_gui.cli import build_parser, main
+    from trainer.train_cli import torchrun_command
+
+    missing = tmp_path / "none.h5"
+    assert main(["train", "gan", "--data", str(missing), "--out", str(tmp_path / "r")]) == 1
+    assert f"{missing}: does not exist" in capsys.readouterr().err
+    args = build_parser().parse_args(
+        ["train", "gan", "--data", "d.h5", "--out", "r", "--gpus", "4", "--bf16", "--batch", "8"]
+    )
+    cmd = torchrun_command(args)
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
+    expected = "-m trainer train gan --data d.h5 --out r --bf16 --batch 8"
+    assert cmd[6:] == expected.split()
