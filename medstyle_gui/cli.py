@@ -167,6 +167,26 @@ def _cmd_bench_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from trainer.loops.gan import measure_training_speed
+    from trainer.train_cli import resolve_config
+
+    with tempfile.TemporaryDirectory(prefix="medstyle-bench-") as scratch:
+        args.out, args.resume = str(Path(scratch) / "run"), False
+        row = measure_training_speed(resolve_config(args), steps=args.steps, warmup=args.warmup)
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(
+            f"{row['network']} {row['resolution']} px, batch {row['batch']} on {row['device']}"
+            f" (bf16 {row['bf16']}, channels_last {row['channels_last']}): "
+            f"{row['ms_per_step']:.1f} ms per step, {row['images_per_s']:.1f} images/s"
+        )
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -311,11 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=7, help="timed calls per row (median; 7)")
     b.add_argument("--sgemm-size", type=int, default=2048, help="N of the N x N sgemm (2048)")
     b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    b.add_argument(
-        "--default-malloc", action="store_true", help="leave glibc's allocator untuned"
-    )
+    b.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator untuned")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     b.set_defaults(func=_cmd_bench_generator)
+    t = bsub.add_parser("train", help="training images/s of a config on a dataset (D + G steps)")
+    add_train_gan_arguments(t)
+    t.add_argument("--steps", type=int, default=10, help="timed steps (median; 10)")
+    t.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
+    t.add_argument("--json", action="store_true", help="print JSON")
+    t.set_defaults(func=_cmd_bench_train)
 
     # -- more subcommands register here ------------------------------------------------
     return parser

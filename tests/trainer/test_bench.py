@@ -43,3 +43,16 @@ def test_bench_generator_command_json(monkeypatch: pytest.MonkeyPatch, capsys) -
     rows = json.loads(capsys.readouterr().out)
     assert [r["batch"] for r in rows] == [1, 8]
     assert all(tuple(r) == ROW_KEYS for r in rows)
+
+
+def test_bench_train_reports_images_per_second(gan_data, capsys):
+    import json
+
+    from medstyle_gui.cli import main
+
+    argv = ["bench", "train", "--data", str(gan_data), "--network", "slim", "--device", "cpu"]
+    argv += ["--batch", "4", "--steps", "2", "--warmup", "1", "--json"]
+    assert main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["resolution"] == 32 and row["batch"] == 4 and row["device"] == "cpu"
+    assert row["images_per_s"] > 0 and row["ms_per_step"] > 0

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.trainer.test_gan_loop import gan_data, read_log, run_cli, write_config  # noqa: F401
+from tests.trainer.test_gan_loop import read_log, run_cli, write_config
 from trainer import distributed
 
 
@@ -130,7 +130,7 @@ def _ticks(run: Path) -> list[float]:
 
 
 def test_two_processes_take_the_same_step_as_one_with_the_same_global_batch(
-    gan_data: Path,  # noqa: F811
+    gan_data: Path,
     tmp_path: Path,
 ) -> None:
     """One step of batch 8 in one process and as 4 + 4 in two gloo processes.
@@ -165,7 +165,7 @@ def test_two_processes_take_the_same_step_as_one_with_the_same_global_batch(
 
 @pytest.mark.slow
 def test_two_processes_follow_one_through_a_fade_in(
-    gan_data: Path,  # noqa: F811
+    gan_data: Path,
     tmp_path: Path,
 ) -> None:
     """8 steps into a fade-in: ranks stay bit-identical at every snapshot; the loss curve

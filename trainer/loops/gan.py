@@ -23,6 +23,7 @@ import copy
 import json
 import math
 import shutil
+import statistics
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -205,6 +206,49 @@ def train_gan(cfg: GANTrainConfig, *, resume: bool = False, progress: bool = Tru
     info = distributed.init(cfg.device)
     try:
         return _Run(cfg, info, resume).train(progress and info.is_main)
+    finally:
+        distributed.cleanup()
+
+
+def measure_training_speed(
+    cfg: GANTrainConfig, *, steps: int = 10, warmup: int = 3
+) -> dict[str, Any]:
+    """Training speed: whole steps (D with its penalty, then G, EMA) at the final
+    resolution, fully faded in, on one real batch of ``cfg.data``; median over ``steps``
+    after ``warmup``. ``cfg.out`` must be a scratch folder (the run folder is created).
+
+    Returns ``{"network", "resolution", "batch", "device", "bf16", "channels_last",
+    "ms_per_step", "images_per_s"}``.
+    """
+    if steps < 1 or warmup < 0:
+        raise ConfigError(f"steps must be >= 1 and warmup >= 0 (got {steps}, {warmup})")
+    info = distributed.init(cfg.device)
+    try:
+        run = _Run(cfg, info, resume=False)
+        phase = Phase(resolution=run.final, alpha=1.0, name="stabilise", index=0)
+        batch = cfg.batch_size(run.final) // info.world_size
+        images = torch.stack([run.dataset[i % len(run.dataset)][0] for i in range(batch)])
+        reals = _at_resolution(images.to(info.device), run.final, 1.0)
+        if cfg.channels_last:
+            reals = reals.contiguous(memory_format=torch.channels_last)
+        seconds = []
+        for _ in range(warmup + steps):
+            start = time.perf_counter()
+            stats = run._train_step(reals, phase)
+            float(stats["loss_G"])  # waits for the device
+            seconds.append(time.perf_counter() - start)
+            run.step += 1
+        median = statistics.median(seconds[warmup:])
+        return {
+            "network": cfg.network,
+            "resolution": run.final,
+            "batch": batch * info.world_size,
+            "device": str(info.device),
+            "bf16": cfg.bf16,
+            "channels_last": cfg.channels_last,
+            "ms_per_step": round(median * 1e3, 2),
+            "images_per_s": round(batch * info.world_size / median, 2),
+        }
     finally:
         distributed.cleanup()
 
