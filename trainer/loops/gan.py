@@ -235,7 +235,7 @@ def measure_training_speed(
         for _ in range(warmup + steps):
             start = time.perf_counter()
             stats = run._train_step(reals, phase)
-            float(stats["loss_G"])  # waits for the device
+            float(stats["loss_G"].detach())  # waits for the device
             seconds.append(time.perf_counter() - start)
             run.step += 1
         median = statistics.median(seconds[warmup:])
