@@ -514,9 +514,13 @@ class _Run:
         self.opt_G.step()
         distributed.average_tensor_(G.w_avg)  # w_avg moved toward each rank's own batch mean
 
-        with torch.no_grad():  # EMA of the weights; buffers (w_avg, const noise) copied
+        # EMA of the weights, warmed up so G_ema is not dominated by the random initial
+        # weights early on (0.999 alone keeps 78% of them after 250 steps); buffers
+        # (w_avg, const noise) are copied
+        decay = min(cfg.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), G.parameters(), strict=True):
-                p_ema.lerp_(p, 1.0 - cfg.ema_decay)
+                p_ema.lerp_(p, 1.0 - decay)
             for b_ema, b in zip(self.G_ema.buffers(), G.buffers(), strict=True):
                 b_ema.copy_(b)
         return {**stats, "loss_G": loss_g}

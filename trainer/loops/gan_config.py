@@ -51,7 +51,8 @@ class GANTrainConfig:
     network_overrides: dict[str, Any] = field(default_factory=dict)  # StyleGANConfig fields
     lr: float = 1e-3  # Adam learning rate of G and D
     betas: tuple[float, float] = (0.0, 0.99)  # Adam betas
-    ema_decay: float = 0.999  # G_ema = decay * G_ema + (1 - decay) * G, per step
+    # G_ema = d G_ema + (1 - d) G per step, with d = min(ema_decay, (1 + step) / (10 + step))
+    ema_decay: float = 0.999
     style_mixing_prob: float = 0.9
     loss: str = "wgan-gp"  # "wgan-gp" or "r1" (non-saturating + R1)
     gp_lambda: float = 10.0  # WGAN-GP gradient penalty weight
