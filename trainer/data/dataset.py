@@ -56,7 +56,7 @@ from trainer.data.volume import MODALITIES, Volume
 from trainer.errors import DatasetError, MedstyleError
 from trainer.files import atomic_file, ensure_can_write
 
-if TYPE_CHECKING:  # register.py pulls in SimpleITK's registration; load it only when used
+if TYPE_CHECKING:  # for the annotation only; build_dataset imports register.py when it runs
     from trainer.data.register import RigidRegistration
 
 FORMAT = "medstyle-slices"
