@@ -197,13 +197,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_power_of_two(text: str) -> int:
+def _matrix_size(text: str) -> int:
+    """``--size``: checked by the same rule the resampler applies (one place for it)."""
+    from trainer.data.resample import check_matrix_size
+    from trainer.errors import ConfigError
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 4 or value > 512 or value & (value - 1):
-        raise argparse.ArgumentTypeError(f"{value} is not a power of two between 4 and 512")
+    try:
+        check_matrix_size(value)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return value
 
 
@@ -251,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ct", type=Path, help="the CT (DICOM folder or file, NIfTI, ...)")
     p.add_argument("mr", type=Path, help="the T2 MR")
     p.add_argument("--out", type=Path, required=True, help="study folder to create")
-    p.add_argument("--size", type=_positive_power_of_two, default=256, help="model matrix N")
+    p.add_argument("--size", type=_matrix_size, default=256, help="model matrix N")
     p.add_argument("--no-register", action="store_true", help="trust the scans' coordinates")
     p.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction of MR")
     p.add_argument("--ct-series", metavar="UID", help="series of a DICOM folder with several")
@@ -268,9 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = dsub.add_parser("build", help="paired studies -> HDF5 slices with labels")
     b.add_argument("sources", type=Path, nargs="+", help="study folders or folders of studies")
     b.add_argument("--out", type=Path, required=True, help="DATA.h5 to write")
-    b.add_argument(
-        "--size", type=_positive_power_of_two, default=256, help="model matrix N (N x N)"
-    )
+    b.add_argument("--size", type=_matrix_size, default=256, help="model matrix N (N x N)")
     b.add_argument("--no-register", action="store_true", help="trust that CT and MR are aligned")
     b.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction of MR")
     b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
