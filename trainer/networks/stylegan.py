@@ -400,6 +400,36 @@ class Generator(nn.Module):
         last = len(self.synthesis.blocks) - 1
         return self.synthesis.continue_from(x, ws, block, last, 1.0, noise_mode)
 
+    def synthesise_with_activations(
+        self,
+        ws: Tensor,
+        *,
+        start: int = 0,
+        x: Tensor | None = None,
+        noise_mode: str = "const",
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The full-size image and the activation of every block run, in one pass.
+
+        Runs blocks ``start .. last`` with styles ``ws [N, num_ws, w_dim]``, on ``x``
+        (block ``start - 1``'s activation ``[N, channels(r), r, r]``; None exactly when
+        ``start`` is 0). ``start = last + 1`` runs only the to-image conv on ``x``.
+        Returns ``img [N, img_channels, R, R]`` and the activations of blocks
+        ``start .. last`` in order: a renderer caches them to resume after a change in
+        fine layers only. With ``start = 0`` it equals ``synthesise(ws)`` op for op.
+        """
+        blocks = self.synthesis.blocks
+        last = len(blocks) - 1
+        if not 0 <= start <= last + 1:
+            raise ValueError(f"start block {start} is outside 0..{last + 1}")
+        if (x is None) != (start == 0):
+            raise ValueError("x (block start - 1's activation) is needed exactly when start > 0")
+        activations: list[Tensor] = []
+        for b in range(start, last + 1):
+            x = blocks[b](x, ws[:, 2 * b : 2 * b + 2], noise_mode)
+            activations.append(x)
+        assert x is not None
+        return self.synthesis.to_rgb[last](x), activations
+
 
 # -- discriminator --------------------------------------------------------------------------
 
