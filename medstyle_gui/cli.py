@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import trainer
+from medstyle_gui.cli_latent import (
+    add_latent_benchmarks,
+    add_latent_commands,
+    add_train_encoder_command,
+)
 from trainer.errors import MedstyleError
 
 EXIT_USER_ERROR = 1
@@ -321,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_gan_arguments(g)
     g.set_defaults(func=_cmd_train_gan)
+    add_train_encoder_command(tsub)
 
     p = sub.add_parser("bench", help="time the networks on this machine")
     bsub = p.add_subparsers(
@@ -344,8 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
     t.add_argument("--json", action="store_true", help="print JSON")
     t.set_defaults(func=_cmd_bench_train)
+    add_latent_benchmarks(bsub)
 
-    # -- more subcommands register here ------------------------------------------------
+    add_latent_commands(sub, _Parser)
     return parser
 
 

@@ -8,7 +8,10 @@ Layout (DESIGN.md)::
     generator.pt    {"format": "medstyle-generator", "format_version": 1,
                      "G_ema": state_dict, "D": state_dict (if kept), "w_avg": [w_dim],
                      "config": StyleGANConfig.to_dict()}
-    encoder.pt, directions/...   added by later steps with :func:`add_bundle_file`
+    encoder.pt      {"format": "medstyle-encoder", "format_version": 1, "E": state_dict
+                     of the EMA encoder, "config": EncoderConfig.to_dict(), "training": {...}}
+                    (trainer.loops.encoder; read with :func:`read_bundle_encoder`)
+    directions/...  added by later steps with :func:`add_bundle_file`
 
 The manifest's ``files`` table is generic (relative POSIX path -> hash and size), so
 new parts need no format change. :func:`verify_bundle` checks every listed file.
@@ -25,7 +28,7 @@ import shutil
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,11 +37,15 @@ from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.errors import ConfigError, MedstyleError
 from trainer.files import atomic_file, atomic_folder
 
+if TYPE_CHECKING:
+    from trainer.networks.encoder import Encoder
+
 BUNDLE_FORMAT = "medstyle-bundle"
 BUNDLE_FORMAT_VERSION = 1
 GENERATOR_FORMAT = "medstyle-generator"
 MANIFEST = "bundle.json"
 GENERATOR_FILE = "generator.pt"
+ENCODER_FILE = "encoder.pt"
 
 
 class BundleError(MedstyleError):
@@ -203,6 +210,37 @@ def read_bundle_generator(folder: str | PathLike[str], *, verify: bool = True) -
             "is not a medstyle generator file (no G_ema)", folder / GENERATOR_FILE
         )
     return state
+
+
+def read_bundle_encoder(folder: str | PathLike[str], *, verify: bool = True) -> Encoder | None:
+    """The bundle's image -> w encoder (eval mode, no gradients), or None when the bundle
+    has no ``encoder.pt``.
+
+    Read with ``torch.load(weights_only=True)`` after checking the bundle's hashes. Raises
+    :class:`BundleError` for a bad bundle folder or an encoder that does not fit the
+    generator (another w_dim or resolution), :class:`CheckpointError` for a bad file.
+    """
+    from trainer.networks.encoder import encoder_from_state
+
+    folder = Path(folder)
+    manifest = verify_bundle(folder) if verify else read_bundle_manifest(folder)
+    path = folder / ENCODER_FILE
+    if ENCODER_FILE not in manifest["files"]:
+        if path.exists():  # copied in by hand: its hash was never recorded
+            raise BundleError(
+                "is not listed in bundle.json (add it with add_bundle_file, not by copying)", path
+            )
+        return None
+    encoder = encoder_from_state(load_checkpoint(path), path)
+    got = (encoder.cfg.w_dim, encoder.cfg.img_resolution, encoder.cfg.img_channels)
+    want = (manifest.get("w_dim"), manifest.get("resolution"), manifest.get("channels"))
+    if got != want:
+        raise BundleError(
+            f"encodes {got[2]}-channel {got[1]} px images to {got[0]}-d w, but the bundle's "
+            f"generator makes {want[2]}-channel {want[1]} px images from {want[0]}-d w",
+            path,
+        )
+    return encoder
 
 
 def add_bundle_file(

@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from os import PathLike
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -382,3 +383,59 @@ def body_mask(image: np.ndarray | torch.Tensor, threshold: float) -> np.ndarray:
         sizes = np.bincount(labels.ravel())[1:]
         out[i] = scipy.ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
     return out[0] if arr.ndim == 2 else out
+
+
+# -- the paper's per-slice errors -----------------------------------------------------------
+
+#: Body-mask threshold for CT, HU: air and lung-free outside is near -1000.
+CT_BODY_HU = -500.0
+#: Body-mask threshold for MR as a fraction of the slice's 99th percentile: MR units
+#: vary by scanner, so a fixed number cannot serve every scan.
+MR_BODY_FRACTION = 0.1
+
+
+def truth_body_mask(truth_native: np.ndarray, modality: str) -> np.ndarray:
+    """Body mask [y, x] of a ground-truth slice in native units (HU or MR units)."""
+    if modality == "CT":
+        threshold = CT_BODY_HU
+    else:
+        threshold = MR_BODY_FRACTION * float(np.percentile(truth_native, 99))
+    return body_mask(truth_native, threshold)
+
+
+def slice_error(
+    generated_unit: np.ndarray, truth_unit: np.ndarray, modality: str, normalisation: Any
+) -> dict[str, float]:
+    """The paper's error of one generated slice against its truth, both ``[y, x]`` on
+    [-1, 1]: CT ``{"mae_hu", "mae_hu_body"}`` (MAE in HU after the inverse
+    normalisation), MR ``{"rmse", "rmse_body"}`` (RMSE on [-1, 1]). The body mask comes
+    from the truth (:func:`truth_body_mask`); an empty mask gives NaN for ``*_body``.
+
+    ``normalisation``: a :class:`trainer.data.normalise.Normalisation`.
+    """
+    truth_native = normalisation.to_native(np.asarray(truth_unit, np.float32), modality)
+    mask = truth_body_mask(truth_native, modality)
+    if modality == "CT":
+        generated_native = normalisation.to_native(np.asarray(generated_unit, np.float32), "CT")
+        whole = mae(generated_native, truth_native)
+        body = mae(generated_native, truth_native, mask) if mask.any() else float("nan")
+        return {"mae_hu": whole, "mae_hu_body": body}
+    whole = rmse(generated_unit, truth_unit)
+    body = rmse(generated_unit, truth_unit, mask) if mask.any() else float("nan")
+    return {"rmse": whole, "rmse_body": body}
+
+
+def slice_errors(
+    generated_unit: np.ndarray,
+    truth_unit: np.ndarray,
+    modalities: Sequence[str],
+    normalisation: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`slice_error` for a batch ``[N, y, x]``: ``(error [N], error_body [N])``,
+    each MAE in HU for a CT slice and RMSE on [-1, 1] for an MR slice."""
+    whole = np.empty(len(modalities), np.float64)
+    body = np.empty(len(modalities), np.float64)
+    for i, modality in enumerate(modalities):
+        error = slice_error(generated_unit[i], truth_unit[i], modality, normalisation)
+        whole[i], body[i] = error.values()
+    return whole, body

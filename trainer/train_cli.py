@@ -1,10 +1,11 @@
-"""The trainer's own command line: ``python -m trainer train gan ...``.
+"""The trainer's own command line: ``python -m trainer train gan|encoder ...``.
 
-This is what ``torchrun ... -m trainer train gan ...`` runs in every process; the
-``medstyle train gan`` subcommand builds its options with the same
-:func:`add_train_gan_arguments` and calls :func:`run_train_gan`. Every option defaults
-to ``None`` so that only the flags a user gives override ``--config file.json`` (see
-:meth:`GANTrainConfig.resolve`).
+This is what ``torchrun ... -m trainer train gan ...`` (or ``... train encoder ...``) runs
+in every process; the ``medstyle train gan`` and ``medstyle train encoder`` subcommands
+build their options with the same :func:`add_train_gan_arguments` /
+:func:`add_train_encoder_arguments` and call :func:`run_train_gan` /
+:func:`run_train_encoder`. Every option defaults to ``None`` so that only the flags a user
+gives override ``--config file.json`` (see :meth:`GANTrainConfig.resolve`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -82,11 +83,29 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace):
     """The run's GANTrainConfig: defaults < --config < flags; with --resume the saved
     config of the run, where only :data:`RESUME_OVERRIDES` may change."""
-    from trainer.loops.gan_config import GANTrainConfig, read_config_file
+    from trainer.loops.gan_config import GANTrainConfig
 
-    overrides = _overrides(args)
+    return _resolve_run_config(
+        GANTrainConfig, _overrides(args), args, RESUME_OVERRIDES, derived=("network_config",)
+    )
+
+
+def _resolve_run_config(
+    cls: Any,
+    overrides: dict[str, Any],
+    args: argparse.Namespace,
+    resume_overrides: Sequence[str],
+    derived: Sequence[str],
+    flags: Mapping[str, str] | None = None,
+):
+    """A training config of class ``cls`` (GANTrainConfig, EncoderTrainConfig): defaults <
+    ``args.config`` < ``overrides``; with ``args.resume`` the saved ``config.json`` of the
+    run (less the ``derived`` entries written beside the options), where only
+    ``resume_overrides`` may change. ``flags``: option name -> its flag where they differ."""
+    from trainer.loops.gan_config import read_config_file
+
     if not args.resume:
-        cfg = GANTrainConfig.resolve(overrides, args.config)
+        cfg = cls.resolve(overrides, args.config)
         out = Path(cfg.out)
         # under torchrun rank 0 alone checks: it may already have started the folder
         if (
@@ -102,21 +121,22 @@ def resolve_config(args: argparse.Namespace):
     if not saved_file.exists():
         raise ConfigError("has no config.json: not a run folder to resume", overrides["out"])
     saved = read_config_file(saved_file)
-    saved.pop("network_config", None)
+    for key in derived:
+        saved.pop(key, None)
     for key, value in overrides.items():
-        if key in RESUME_OVERRIDES:
+        if key in resume_overrides:
             saved[key] = value
-        elif key not in ("out",) and GANTrainConfig.from_dict({key: value}).to_dict()[
-            key
-        ] != saved.get(key):
+        elif key not in ("out",) and cls.from_dict({key: value}).to_dict()[key] != saved.get(key):
+            flags = flags or {}
             raise ConfigError(
-                f"--{key.replace('_', '-')} differs from the saved run's; on resume only "
-                + ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDES)
+                f"{flags.get(key, '--' + key.replace('_', '-'))} differs from the saved run's; "
+                "on resume only "
+                + ", ".join(flags.get(k, "--" + k.replace("_", "-")) for k in resume_overrides)
                 + " may change",
                 saved_file,
             )
     saved["out"] = overrides["out"]
-    return GANTrainConfig.from_dict(saved, saved_file).validate()
+    return cls.from_dict(saved, saved_file).validate()
 
 
 def train_gan_argv(args: argparse.Namespace) -> list[str]:
@@ -172,6 +192,111 @@ def run_train_gan(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train encoder ----------------------------------------------------------------------
+
+#: Options of an encoder run that may change when it is resumed.
+ENCODER_RESUME_OVERRIDES = ("kimg", "device", "tick_kimg", "snapshot_kimg", "replace_encoder")
+
+#: ``train encoder`` flags onto EncoderTrainConfig fields: (flag, field, type, help).
+_ENCODER_FIELDS: list[tuple[str, str, Any, str]] = [
+    ("--model", "model", str, "model bundle folder: its generator decodes; encoder.pt goes in"),
+    ("--out", "out", str, "run folder to create (or, with --resume, to continue)"),
+    ("--kimg", "kimg", float, "thousands of generated images to train on (default 224)"),
+    ("--batch", "batch", int, "global batch size (default 8)"),
+    ("--lr", "lr", float, "RAdam learning rate (default 1e-4)"),
+    ("--backbone", "backbone", str, "mirror (the paper's, default) or resnet"),
+    ("--truncation", "truncation_psi", float, "truncation of the training latents (0.7)"),
+    ("--tick-kimg", "tick_kimg", float, "log and validate every this many kimg (default 4)"),
+    ("--snapshot-kimg", "snapshot_kimg", float, "latest.pt every this many kimg (default 16)"),
+    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--device", "device", str, "cpu or cuda (default: cuda when available)"),
+]
+_ENCODER_FLAGS = {field: flag for flag, field, _kind, _text in _ENCODER_FIELDS}
+_ENCODER_FLAGS["replace_encoder"] = "--replace"
+
+
+def add_train_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``train encoder`` (shared by ``medstyle`` and ``python -m trainer``)."""
+    for flag, field, kind, text in _ENCODER_FIELDS:
+        p.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    p.add_argument(
+        "--replace",
+        dest="replace_encoder",
+        action="store_true",
+        default=None,
+        help="replace an encoder.pt the bundle already has",
+    )
+    p.add_argument("--config", type=Path, metavar="JSON", help="options file; flags win")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--gpus", type=int, default=1, help="processes on this machine (torchrun)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def resolve_encoder_config(args: argparse.Namespace):
+    """The run's EncoderTrainConfig: defaults < --config < flags; with --resume the saved
+    config of the run, where only :data:`ENCODER_RESUME_OVERRIDES` may change."""
+    from trainer.loops.encoder_config import EncoderTrainConfig
+
+    fields = [field for _flag, field, _kind, _text in _ENCODER_FIELDS] + ["replace_encoder"]
+    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    return _resolve_run_config(
+        EncoderTrainConfig,
+        overrides,
+        args,
+        ENCODER_RESUME_OVERRIDES,
+        derived=("encoder_config", "generator_sha256"),
+        flags=_ENCODER_FLAGS,
+    )
+
+
+def train_encoder_argv(args: argparse.Namespace) -> list[str]:
+    """The ``train encoder`` options of ``args`` as command-line words (for torchrun)."""
+    argv: list[str] = []
+    for flag, field, _kind, _text in _ENCODER_FIELDS:
+        if getattr(args, field) is not None:
+            argv += [flag, str(getattr(args, field))]
+    argv += ["--replace"] * bool(args.replace_encoder)
+    if args.config is not None:
+        argv += ["--config", str(args.config)]
+    argv += ["--resume"] * bool(args.resume) + ["--quiet"] * bool(args.quiet)
+    return argv
+
+
+def torchrun_encoder_command(args: argparse.Namespace) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m trainer train
+    encoder OPTIONS`` for ``--gpus N`` on this machine."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc_per_node", str(args.gpus), "-m", "trainer", "train", "encoder",
+        *train_encoder_argv(args),
+    ]  # fmt: skip
+
+
+def run_train_encoder(args: argparse.Namespace) -> int:
+    """Run ``train encoder``: in this process, or with ``--gpus N > 1`` (and not already
+    under torchrun) as N processes started by torchrun (on CPU: N processes with gloo)."""
+    from trainer.distributed import env_world_size
+    from trainer.loops.encoder import check_run, train_encoder
+
+    if args.gpus < 1:
+        raise ConfigError(f"--gpus {args.gpus}: need at least 1")
+    cfg = resolve_encoder_config(args)  # errors show here, once, before any process starts
+    if args.gpus > 1 and env_world_size() == 1:
+        import torch
+
+        check_run(cfg, args.gpus)
+        if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
+            raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
+        return subprocess.call(torchrun_encoder_command(args))
+    out = train_encoder(cfg, resume=args.resume, progress=not args.quiet)
+    if env_world_size() == 1 or os.environ.get("RANK", "0") == "0":
+        print(f"wrote {out}")
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -183,9 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     train = sub.add_parser("train", help="train a model")
-    tsub = train.add_subparsers(dest="model", metavar="MODEL", required=True, parser_class=_Parser)
+    # not dest="model": that is the encoder's --model (the bundle folder)
+    tsub = train.add_subparsers(
+        dest="train_command", metavar="MODEL", required=True, parser_class=_Parser
+    )
     gan = tsub.add_parser("gan", help="the StyleGAN (progressive growing)")
     add_train_gan_arguments(gan)
+    gan.set_defaults(run=run_train_gan)
+    encoder = tsub.add_parser("encoder", help="the image -> w encoder of a model bundle")
+    add_train_encoder_arguments(encoder)
+    encoder.set_defaults(run=run_train_encoder)
     return parser
 
 
@@ -193,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        return run_train_gan(args)
+        return args.run(args)
     except MedstyleError as err:
         print(f"trainer: error: {err}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import torch
 
 import trainer.directions.fit as fit_module
 from trainer.bundle import verify_bundle
+from trainer.data.latents_file import ERROR_COLUMNS, LABEL_COLUMNS, write_latents_file
 from trainer.directions import (
     Direction,
     DirectionError,
@@ -327,18 +328,17 @@ def write_latents(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
                     cols[key].append(value)
                 cols["tumour"].append(tumour)
     n = len(cols["w"])
-    with h5py.File(path, "w") as f:
-        f.attrs.update(format="medstyle-latents", format_version=1, w_dim=W_DIM, num_ws=8)
-        f["w"] = np.stack(cols["w"]).astype(np.float32)
-        f["w_encoder"] = f["w"][()]
-        f["error_encoder"] = f["error_refined"] = np.zeros(n, np.float32)
-        f["modality"] = np.array(cols["modality"], np.uint8)
-        f["sex"] = np.array(cols["sex"], np.int8)
-        for key, dtype in (("patient", np.int32), ("volume", np.int32), ("slice_index", np.int32)):
-            f[key] = np.array(cols[key], dtype)
-        f["slice_norm"] = np.array(cols["slice_norm"], np.float32)
-        f["z_mm"] = np.array(cols["z_mm"], np.float32)
-        f["pair_index"] = np.full(n, -1, np.int64)
+    w = np.stack(cols["w"]).astype(np.float32)
+    labels = {key: np.array(cols[key]) for key in LABEL_COLUMNS if key in cols}
+    labels["pair_index"] = np.full(n, -1)
+    write_latents_file(
+        path,
+        w=w,
+        w_encoder=w,
+        errors={name: np.zeros(n) for name in ERROR_COLUMNS},
+        labels=labels,
+        attrs={"w_dim": W_DIM, "num_ws": 8},
+    )
     return {"tumour": np.array(cols["tumour"]), "n": np.array(n)}
 
 
@@ -393,7 +393,7 @@ def test_not_a_latents_file(tmp_path):
     bad = tmp_path / "other.h5"
     with h5py.File(bad, "w") as f:
         f["w"] = np.zeros((4, 2), np.float32)
-    with pytest.raises(MedstyleError, match="not a latents file"):
+    with pytest.raises(MedstyleError, match="not a medstyle latents file"):
         fit_directions(bad)
     with pytest.raises(MedstyleError, match="does not exist"):
         fit_directions(tmp_path / "missing.h5")

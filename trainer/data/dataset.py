@@ -409,6 +409,18 @@ def dataset_normalisation(f: h5py.File) -> Normalisation:
         ) from None
 
 
+def dataset_geometry(f: h5py.File) -> dict[str, float]:
+    """Median voxel size of a dataset's volumes: ``{"pixel_mm", "slice_mm"}`` (in-plane
+    pixel and slice spacing, mm). A model trained on it draws slices of this size."""
+    spacing = f["series/spacing_mm"][()]
+    if len(spacing) == 0:
+        return {}
+    return {
+        "pixel_mm": float(np.median(spacing[:, 1])),
+        "slice_mm": float(np.median(spacing[:, 0])),
+    }
+
+
 def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Facts about a slice dataset (JSON-ready): slices, size, counts by modality, by
     sex and by patient, paired slices, normalisation, when and by what it was built."""

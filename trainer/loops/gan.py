@@ -255,13 +255,14 @@ def measure_training_speed(
 
 class _Run:
     def __init__(self, cfg: GANTrainConfig, info: distributed.DistInfo, resume: bool) -> None:
-        from trainer.data.dataset import dataset_normalisation, open_dataset
+        from trainer.data.dataset import dataset_geometry, dataset_normalisation, open_dataset
         from trainer.data.torch_dataset import SliceDataset
 
         self.cfg, self.info, self.out = cfg, info, Path(cfg.out)
         self.dataset = SliceDataset(cfg.data, modality=cfg.modality)
         with open_dataset(cfg.data) as f:
             self.normalisation = dataset_normalisation(f).to_dict()
+            self.geometry = dataset_geometry(f)
         self.final = check_run(cfg, info.world_size, self.dataset)
         self.net_cfg = network_config(cfg, self.final)
 
@@ -449,6 +450,7 @@ class _Run:
             "metric_value": self.best["value"] if self.best else None,
             "loss": self.cfg.loss,
             "data": str(self.cfg.data),
+            "geometry": self.geometry,
             "config": self.cfg.to_dict(),
         }
         write_bundle(

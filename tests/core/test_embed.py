@@ -1,0 +1,133 @@
+"""Embedding: encoder start, refinement, batching, progress and cancel, LATENTS.h5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from medstyle_gui.core.embed import EmbedCancelled, embed_images, refinement_loss
+from medstyle_gui.core.latents import (
+    LatentsError,
+    check_latents_model,
+    parse_rows,
+    read_latents,
+    slices_from_dataset,
+    write_latents,
+)
+from medstyle_gui.core.model import load_model
+from trainer.errors import ConfigError, ScanWriteError
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle: Path):
+    return load_model(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def slices(model, gan_data: Path):
+    return slices_from_dataset(model, gan_data)
+
+
+def test_refinement_lowers_the_error_from_the_encoders_start(model, slices) -> None:
+    rows = np.arange(0, len(slices.images), 12)  # CT and MR slices of every patient
+    part = slices.subset(rows)
+    result = embed_images(model, part.images, part.modalities, steps=60, batch=8)
+    # the loss curve starts at E(x) and falls for every slice
+    assert (result.loss_curve[-1] < result.loss_curve[0]).all()
+    for modality in ("CT", "MR"):
+        m = np.array(part.modalities) == modality
+        assert m.any()
+        assert np.median(result.error_refined[m]) < 0.95 * np.median(result.error_encoder[m])
+    # the reported reconstruction is G(w) of the returned latent
+    again = model.synthesise(torch.from_numpy(result.w))[:, 0].numpy()
+    np.testing.assert_allclose(again, result.images, atol=1e-5)
+
+
+def test_batching_does_not_change_a_slices_result(model, slices) -> None:
+    """Each slice is its own problem: alone or in a batch of five, the same w."""
+    images, mods = slices.images[:5], slices.modalities[:5]
+    batched = embed_images(model, images, mods, steps=6, batch=5)
+    alone = embed_images(model, images, mods, steps=6, batch=1)
+    np.testing.assert_allclose(batched.w, alone.w, atol=1e-4)
+    np.testing.assert_allclose(batched.error_refined, alone.error_refined, rtol=1e-3)
+
+
+def test_progress_reports_every_step_and_cancel_stops(model, slices) -> None:
+    seen = []
+    embed_images(
+        model, slices.images[:3], slices.modalities[:3], steps=4, batch=2, progress=seen.append
+    )
+    assert [(p.slices_done, p.step) for p in seen] == [
+        (0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (2, 0), (2, 1), (2, 2), (2, 3), (2, 4)
+    ]  # fmt: skip
+    assert all(np.isfinite(p.loss) and p.slices_total == 3 for p in seen)
+    calls = iter(range(100))
+    with pytest.raises(EmbedCancelled):
+        embed_images(
+            model,
+            slices.images[:3],
+            slices.modalities[:3],
+            steps=50,
+            cancel=lambda: next(calls) >= 5,
+        )
+
+
+def test_discriminator_features_join_the_loss_from_64_px(tiny_gan_bundle: Path) -> None:
+    """A 64 px model compares D's first-conv features at 64 px; the loss is then larger
+    than the pixel term alone."""
+    from medstyle_gui.core.embed import target_features
+    from trainer.networks.stylegan import Discriminator, Generator, StyleGANConfig
+
+    model = load_model(tiny_gan_bundle)
+    cfg = StyleGANConfig.slim(64)
+    torch.manual_seed(0)
+    model.G, model.D = Generator(cfg).eval(), Discriminator(cfg).eval()
+    model.w_mean = torch.zeros(cfg.w_dim)
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    feats = target_features(model, x)
+    assert list(feats) == [64]
+    w = torch.zeros(2, cfg.w_dim)
+    with_features, image = refinement_loss(model, w, x, feats)
+    pixels = (image - x).flatten(1).norm(dim=1)
+    assert (with_features > pixels + 1e-3).all()
+
+
+def test_images_of_the_wrong_size_are_refused_in_one_line(model) -> None:
+    with pytest.raises(ConfigError, match="do not fit the model's 32 x 32 matrix"):
+        embed_images(model, np.zeros((2, 64, 64)), ["CT", "CT"], steps=1)
+    with pytest.raises(ConfigError, match="NaN"):
+        embed_images(model, np.full((1, 32, 32), np.nan), ["CT"], steps=1)
+
+
+def test_latents_file_round_trips_and_names_its_model(model, slices, tmp_path: Path) -> None:
+    part = slices.subset(np.arange(4))
+    result = embed_images(model, part.images, part.modalities, steps=2)
+    path = write_latents(tmp_path / "l.h5", model, part, result)
+    latents = read_latents(path)
+    np.testing.assert_array_equal(latents.w, result.w)
+    np.testing.assert_array_equal(latents.columns["slice_index"], part.labels["slice_index"])
+    assert latents.attrs["model_sha256"] == model.sha256 and latents.attrs["refine_steps"] == 2
+    check_latents_model(latents, model, path)
+    with pytest.raises(ScanWriteError, match="already exists"):
+        write_latents(path, model, part, result)
+    latents.attrs["model_sha256"] = "0" * 64
+    with pytest.raises(LatentsError, match="another model"):
+        check_latents_model(latents, model, path)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(LatentsError, match=r"other\.h5: is not a medstyle latents file"):
+        read_latents(tmp_path / "other.h5")
+
+
+def test_slice_selection_syntax() -> None:
+    assert parse_rows(None, 4).tolist() == [0, 1, 2, 3]
+    assert parse_rows("1:3", 10).tolist() == [1, 2]
+    assert parse_rows("0:10:4", 10).tolist() == [0, 4, 8]
+    assert parse_rows("2,5,-1", 10).tolist() == [2, 5, 9]
+    for bad in ("x", "20:30", "12"):
+        with pytest.raises(ConfigError, match="--slices"):
+            parse_rows(bad, 10)

@@ -1,0 +1,214 @@
+"""The latent-space commands as a user runs them: embed real scans, fit directions,
+generate a synthetic volume, evaluate, benchmark."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medstyle_gui.cli import main
+from trainer.data.read import read_volume
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_embed_the_real_t2_scan(tiny_bundle: Path, real_t2_nifti: Path, tmp_path, capsys) -> None:
+    from medstyle_gui.core.latents import read_latents
+
+    out = tmp_path / "t2.h5"
+    code, text, err = run(
+        capsys,
+        "embed",
+        real_t2_nifti,
+        "--model",
+        tiny_bundle,
+        "--out",
+        out,
+        "--refine-steps",
+        "3",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "embedded 19 slices" in text and "MR (19 slices) median RMSE" in text
+    latents = read_latents(out)
+    assert latents.w.shape == (19, 32) and set(latents.modalities) == {"MR"}
+    assert np.isfinite(latents.columns["error_refined"]).all()
+    # slice positions come from the scan: inferior to superior in mm
+    assert (np.diff(latents.columns["z_mm"]) > 0).all()
+
+
+def test_embed_a_real_dicom_series(
+    tiny_bundle: Path, real_ct_dicom: Path, tmp_path, capsys
+) -> None:
+    out = tmp_path / "ct.h5"
+    code, text, err = run(
+        capsys,
+        "embed",
+        real_ct_dicom,
+        "--model",
+        tiny_bundle,
+        "--out",
+        out,
+        "--refine-steps",
+        "2",
+        "--slices",
+        "0:20:4",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "embedded 5 slices" in text and "CT (5 slices) median MAE HU" in text
+
+
+def test_embed_refuses_an_existing_output_before_working(tiny_bundle, gan_data, tmp_path, capsys):
+    out = tmp_path / "l.h5"
+    out.write_text("keep me")
+    code, _, err = run(capsys, "embed", gan_data, "--model", tiny_bundle, "--out", out)
+    assert code == 1 and err.count("\n") == 1 and "already exists" in err
+    assert out.read_text() == "keep me"
+    code, _, err = run(
+        capsys, "embed", gan_data, "--model", tmp_path / "nowhere", "--out", tmp_path / "x.h5"
+    )
+    assert code == 1 and err.count("\n") == 1 and "nowhere" in err
+
+
+def test_directions_fit_and_list(tiny_bundle: Path, tiny_latents: Path, tmp_path, capsys) -> None:
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    code, _, err = run(
+        capsys, "directions", "fit", "--model", bundle, "--latents", tiny_latents, "--trials", "2"
+    )
+    assert code == 1 and "already has directions" in err
+    code, text, err = run(
+        capsys,
+        "directions",
+        "fit",
+        "--model",
+        bundle,
+        "--latents",
+        tiny_latents,
+        "--trials",
+        "2",
+        "--overwrite",
+    )
+    assert code == 0, err
+    for name in ("modality", "sex", "slice"):
+        assert f"\n{name} " in text
+    assert "units/slice" in text
+    code, listed, _ = run(capsys, "directions", "list", "--model", bundle)
+    assert code == 0 and "modality" in listed
+
+
+def test_generate_writes_a_marked_synthetic_volume(tiny_bundle: Path, tmp_path, capsys) -> None:
+    out, png = tmp_path / "syn.nii.gz", tmp_path / "syn.png"
+    code, _text, err = run(
+        capsys,
+        "generate",
+        "--model",
+        tiny_bundle,
+        "--seed",
+        "3",
+        "--modality",
+        "CT",
+        "--slices",
+        "12",
+        "--out",
+        out,
+        "--preview",
+        png,
+        "--quiet",
+    )
+    assert code == 0, err
+    volume = read_volume(out)
+    assert volume.shape == (12, 32, 32) and volume.modality == "CT"
+    side = json.loads(out.with_name("syn.json").read_text())
+    prov = side["provenance"]
+    assert prov["synthetic"] is True and len(prov["model_sha256"]) == 64
+    assert prov["recipe"]["start"]["seed"] == 3 and prov["recipe"]["walk"]["slices"] == 12
+    from PIL import Image
+
+    with Image.open(png) as img:
+        assert img.size[0] > 600
+    # the same request again is refused, not silently overwritten
+    code, _, err = run(
+        capsys, "generate", "--model", tiny_bundle, "--seed", "3", "--slices", "12", "--out", out
+    )
+    assert code == 1 and "already exists" in err
+
+
+def test_generate_from_an_embedded_slice_as_dicom(tiny_bundle, tiny_latents, tmp_path, capsys):
+    import pydicom
+
+    out = tmp_path / "syn_dicom"
+    code, _text, err = run(
+        capsys,
+        "generate",
+        "--model",
+        tiny_bundle,
+        "--from",
+        f"{tiny_latents}:5",
+        "--slices",
+        "6",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert code == 0, err
+    files = sorted(out.iterdir())
+    assert len(files) == 6
+    ds = pydicom.dcmread(files[0])
+    assert "DERIVED" in ds.ImageType and "SYNTHETIC" in ds.DerivationDescription.upper()
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--model",
+        tiny_bundle,
+        "--from",
+        f"{tiny_latents}:99999",
+        "--slices",
+        "2",
+        "--out",
+        tmp_path / "x.nii.gz",
+    )
+    assert code == 1 and "row 99999 does not exist" in err
+
+
+def test_bench_embed_and_render_print_their_figures(tiny_bundle: Path, capsys) -> None:
+    code, text, err = run(
+        capsys, "bench", "embed", "--model", tiny_bundle, "--batches", "1", "4", "--steps", "2"
+    )
+    assert code == 0, err
+    assert "batch   1" in text and "batch   4" in text and "x per slice" in text
+    code, text, err = run(
+        capsys, "bench", "render", "--model", tiny_bundle, "--repeats", "3", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(text)
+
+
+@pytest.mark.slow
+def test_evaluate_all_quick_writes_the_report(tiny_bundle, gan_data, tmp_path, capsys) -> None:
+    out = tmp_path / "report"
+    code, _text, err = run(
+        capsys,
+        "evaluate",
+        "all",
+        "--model",
+        tiny_bundle,
+        "--data",
+        gan_data,
+        "--out",
+        out,
+        "--quick",
+        "--quiet",
+    )
+    assert code == 0, err
+    report = (out / "report.md").read_text()
+    assert "73.6" in report and "0.35" in report  # the paper's numbers beside ours
+    assert list(out.glob("*.png")) and list(out.glob("*.csv"))
