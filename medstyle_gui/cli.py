@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import trainer
+from medstyle_gui.cli_gui import add_gui_command
 from medstyle_gui.cli_latent import (
     add_latent_benchmarks,
     add_latent_commands,
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_latent_benchmarks(bsub)
 
     add_latent_commands(sub, _Parser)
+    add_gui_command(sub)
     return parser
 
 

@@ -1,0 +1,227 @@
+"""The application: QApplication set-up, the dark theme, and ``run_gui`` (``medstyle gui``).
+
+``run_gui(model, scans, screenshot)`` opens the main window, loads the model (the bundled
+demo when none is given and it is installed) and the scans on workers, and either runs
+the event loop or, with ``screenshot``, waits until everything is loaded and the first
+render is shown, saves a PNG of the whole window and returns.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QSettings, QTimer
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QApplication
+
+from medstyle_gui import resources_path
+
+ORGANISATION = "medstyle"
+APPLICATION = "medstyle"
+#: Window size of screenshots (pixels), so README pictures do not depend on the screen.
+SCREENSHOT_SIZE = (1600, 1000)
+#: Longest wait for loading and the first render before a screenshot is taken anyway (s).
+SCREENSHOT_TIMEOUT_S = 180.0
+
+_COLOURS = {
+    QPalette.ColorRole.Window: "#2b2b2b",
+    QPalette.ColorRole.WindowText: "#dcdcdc",
+    QPalette.ColorRole.Base: "#1f1f1f",
+    QPalette.ColorRole.AlternateBase: "#282828",
+    QPalette.ColorRole.ToolTipBase: "#303030",
+    QPalette.ColorRole.ToolTipText: "#e6e6e6",
+    QPalette.ColorRole.PlaceholderText: "#7a7a7a",
+    QPalette.ColorRole.Text: "#dcdcdc",
+    QPalette.ColorRole.Button: "#353535",
+    QPalette.ColorRole.ButtonText: "#dcdcdc",
+    QPalette.ColorRole.BrightText: "#ff6e6e",
+    QPalette.ColorRole.Light: "#4a4a4a",
+    QPalette.ColorRole.Midlight: "#404040",
+    QPalette.ColorRole.Mid: "#303030",
+    QPalette.ColorRole.Dark: "#1c1c1c",
+    QPalette.ColorRole.Shadow: "#101010",
+    QPalette.ColorRole.Highlight: "#3d7ab8",
+    QPalette.ColorRole.HighlightedText: "#ffffff",
+    QPalette.ColorRole.Link: "#6cb6ff",
+    QPalette.ColorRole.LinkVisited: "#b08cff",
+}
+_DISABLED = ("#7a7a7a", "#2a2a2a")  # text, button
+
+
+def dark_palette() -> QPalette:
+    """A dark grey palette: dim surroundings so the eye adapts to the images, as in a
+    reading room."""
+    palette = QPalette()
+    for role, colour in _COLOURS.items():
+        palette.setColor(role, QColor(colour))
+    group = QPalette.ColorGroup.Disabled
+    for role in (
+        QPalette.ColorRole.WindowText,
+        QPalette.ColorRole.Text,
+        QPalette.ColorRole.ButtonText,
+    ):
+        palette.setColor(group, role, QColor(_DISABLED[0]))
+    palette.setColor(group, QPalette.ColorRole.Button, QColor(_DISABLED[1]))
+    palette.setColor(group, QPalette.ColorRole.Highlight, QColor("#505050"))
+    return palette
+
+
+def apply_theme(app: QApplication) -> None:
+    """Fusion + the dark palette + ``resources/style/dark.qss`` + light icons."""
+    app.setStyle("Fusion")
+    app.setPalette(dark_palette())
+    sheet = resources_path("style", "dark.qss")
+    if sheet.is_file():
+        app.setStyleSheet(sheet.read_text(encoding="utf-8"))
+    try:
+        import qtawesome as qta
+
+        qta.set_defaults(color="#d0d0d0", color_disabled="#6a6a6a", color_active="#ffffff")
+    except Exception:  # icons are a nicety: a broken icon font must not stop the app
+        pass
+
+
+def make_app(argv: Sequence[str] | None = None) -> QApplication:
+    """The QApplication (the existing one if any), themed and named."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(list(argv) if argv is not None else [sys.argv[0]])
+    if not QCoreApplication.organizationName():
+        QCoreApplication.setOrganizationName(ORGANISATION)
+    if not QCoreApplication.applicationName() or QCoreApplication.applicationName() == "python":
+        QCoreApplication.setApplicationName(APPLICATION)
+    QApplication.setApplicationDisplayName("medstyle")
+    # the render and task threads run Python between torch calls; a shorter GIL switch
+    # interval (5 ms by default) lets the GUI thread in sooner, so it stays responsive
+    sys.setswitchinterval(0.001)
+    font = app.font()
+    if font.pointSizeF() < 9:
+        app.setFont(QFont(font.family(), 9))
+    apply_theme(app)
+    return app  # type: ignore[return-value]
+
+
+def demo_model() -> Path | None:
+    """The bundled demo model folder, None when it is not installed."""
+    folder = resources_path("models", "demo")
+    if folder.is_dir() and (Path(str(folder)) / "bundle.json").is_file():
+        return Path(str(folder))
+    return None
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def open_inputs(window, model: str | os.PathLike[str] | None, scans: Sequence, device: str):
+    """Load ``model`` (or the demo) and then ``scans`` into ``window``'s state.
+
+    One scan opens as is; a folder with ``study.json`` as a paired study; two scans as
+    a paired study (CT first, then MR).
+    """
+    state = window.state
+    folder = Path(model) if model is not None else demo_model()
+    if folder is None:
+        window.show_status(
+            "No model open: the demo model is not installed (resources/models/demo). "
+            "Open one with File \u203a Open model."
+        )
+        return
+
+    def open_scans(_: object = None) -> None:
+        if not scans or state.model is None:
+            return
+        paths = [Path(p) for p in scans]
+        if len(paths) == 1 and (paths[0] / "study.json").is_file():
+            state.open_pair(paths[0])
+        elif len(paths) == 1:
+            state.open_scan(paths[0])
+        elif len(paths) == 2:
+            state.open_pair(paths[0], paths[1])
+        else:
+            state.report_error("give one scan, one paired study folder, or a CT and an MR")
+
+    state.open_model(folder, device=device).done.connect(open_scans)
+
+
+class _ScreenshotTaker:
+    """Waits until nothing loads or renders for a few polls, then grabs the window."""
+
+    def __init__(self, window, path: Path, app: QApplication) -> None:
+        self.window, self.path, self.app = window, path, app
+        self.started = time.perf_counter()
+        self.quiet_polls = 0
+        self.status = 0
+        self.errors: list[str] = []
+        window.state.errorRaised.connect(self.errors.append)
+        self.timer = QTimer()
+        self.timer.timeout.connect(self.poll)
+        self.timer.start(100)
+
+    def poll(self) -> None:
+        state = self.window.state
+        busy = state.tasks.busy or state.renderer.busy
+        self.quiet_polls = 0 if busy else self.quiet_polls + 1
+        timed_out = time.perf_counter() - self.started > SCREENSHOT_TIMEOUT_S
+        # five quiet polls: the last render has been shown and the views have painted
+        if self.quiet_polls < 5 and not timed_out:
+            return
+        self.timer.stop()
+        if timed_out:
+            self.errors.append(f"gave up waiting after {SCREENSHOT_TIMEOUT_S:.0f} s")
+        pixmap = self.window.grab()
+        if not pixmap.save(str(self.path), "PNG"):
+            self.errors.append(f"{self.path}: could not write the screenshot")
+            self.status = 1
+        else:
+            print(f"wrote {self.path} ({pixmap.width()} x {pixmap.height()} px)")
+        for message in self.errors:
+            print(f"medstyle: error: {message}", file=sys.stderr)
+        if self.errors:
+            self.status = 1
+        self.app.quit()
+
+
+def run_gui(
+    model: str | os.PathLike[str] | None = None,
+    scans: Sequence[str | os.PathLike[str]] = (),
+    screenshot: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+) -> int:
+    """Run the application; returns the exit status.
+
+    Args:
+        model: a model bundle folder (default: the bundled demo, if installed).
+        scans: a scan, a paired study folder, or a CT and an MR.
+        screenshot: write a PNG of the whole window once loaded and rendered, then exit
+            (1 when something failed to load; the PNG is written all the same).
+        device: "cpu", "cuda" or "cuda:N" (default: a GPU when there is one).
+    """
+    from medstyle_gui.gui.main_window import MainWindow
+    from medstyle_gui.gui.state import AppState
+
+    app = make_app()
+    settings = None
+    if screenshot is not None:
+        # a screenshot neither reads nor changes the user's remembered layout
+        ini = Path(tempfile.mkdtemp(prefix="medstyle_shot_")) / "settings.ini"
+        settings = QSettings(str(ini), QSettings.Format.IniFormat)
+    state = AppState()
+    window = MainWindow(state, settings=settings)
+    window.show()
+    if screenshot is not None:
+        window.resize(*SCREENSHOT_SIZE)  # after show: the docks' hints are settled then
+    open_inputs(window, model, scans, device or default_device())
+    if screenshot is None:
+        return int(app.exec())
+    taker = _ScreenshotTaker(window, Path(screenshot), app)
+    app.exec()
+    window.close()
+    return taker.status

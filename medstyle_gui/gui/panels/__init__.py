@@ -1,0 +1,1 @@
+"""Dock panels, one a file; each ``XPanel(state: AppState, parent=None)``."""

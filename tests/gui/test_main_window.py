@@ -1,0 +1,194 @@
+"""The main window with the tiny model and the real T2: first render, status bar, moves,
+errors, settings, and ``medstyle gui --screenshot`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.gui.conftest import WAIT_MS, wait_render
+
+pytestmark = pytest.mark.gui
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def window(qtbot, app_state, settings):
+    from medstyle_gui.gui.main_window import MainWindow
+
+    win = MainWindow(app_state, settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()
+
+
+def test_the_window_renders_the_t2_and_shows_model_device_and_time(
+    qtbot, window, app_state, tiny_model, real_t2_nifti
+):
+    state = app_state
+    with qtbot.waitSignal(state.rendered, timeout=WAIT_MS):
+        state.set_model(tiny_model)
+    with qtbot.waitSignal(state.rendered, timeout=WAIT_MS, check_params_cb=lambda r: r.stamp > 1):
+        state.open_scan(real_t2_nifti)
+    source = state.explore.source
+    assert tiny_model.name in window.model_label.text()
+    assert window.device_label.text() == "CPU"
+    assert re.fullmatch(r"render \d+ ms", window.render_label.text())
+    comparison = window.comparison
+    np.testing.assert_array_equal(comparison.source.image, source.native(state.explore.index))
+    np.testing.assert_array_equal(comparison.generated.image, state.last_result.image_native)
+    assert comparison.truth.image is not None and comparison.difference.image is not None
+
+    before = comparison.generated.image.copy()
+    wait_render(qtbot, state, lambda: state.set_move("sex", 3.0))
+    qtbot.waitUntil(lambda: not np.array_equal(comparison.generated.image, before), timeout=5000)
+
+    index = state.explore.index
+    window._step_slice(1)
+    assert state.explore.index == index + 1
+    qtbot.waitUntil(
+        lambda: np.array_equal(comparison.source.image, source.native(index + 1)), timeout=5000
+    )
+
+
+def test_errors_are_one_line_and_the_window_stays_usable(
+    qtbot, window, app_state, tiny_model, tmp_path
+):
+    state = app_state
+    with qtbot.waitSignal(state.rendered, timeout=WAIT_MS):
+        state.set_model(tiny_model)
+    missing = tmp_path / "nowhere.nii.gz"
+    with qtbot.waitSignal(state.errorRaised, timeout=WAIT_MS):
+        window.open_recent(f"scan|{missing}")
+    assert str(missing) in window.last_error and "\n" not in window.last_error
+    assert window._error_box is not None and window._error_box.isVisible()
+    assert not window._error_box.isModal()
+    assert str(missing) in window.statusBar().currentMessage()
+    result = wait_render(qtbot, state, lambda: state.sample_seed(7))
+    assert result.error is None
+    np.testing.assert_array_equal(window.comparison.generated.image, result.image_native)
+
+
+def test_no_model_is_an_empty_usable_window(qtbot, window, app_state, real_t2_nifti):
+    assert window.model_label.text() == "no model"
+    with qtbot.waitSignal(app_state.errorRaised, timeout=1000):
+        app_state.open_scan(real_t2_nifti)
+    assert "open a model first" in window.last_error
+
+
+def test_docks_menus_and_shortcuts(window):
+    assert window.centralWidget() is window.comparison
+    titles = [a.text().replace("&", "") for a in window.menuBar().actions()]
+    assert titles == ["File", "View", "Training", "Help"]
+    file_menu = window.menuBar().actions()[0].menu()
+    texts = [a.text().replace("&", "") for a in file_menu.actions() if a.text()]
+    for wanted in ("Open scan…", "Open DICOM folder…", "Open paired study…", "Open model…"):
+        assert wanted in texts
+    for wanted in ("Recent files", "Save session…", "Open session…", "Export", "Quit"):
+        assert wanted in texts
+    shortcuts = {a.text().replace("&", ""): a.shortcut().toString() for a in file_menu.actions()}
+    assert shortcuts["Open scan…"] == "Ctrl+O" and shortcuts["Save session…"] == "Ctrl+S"
+    for key, dock in window.docks.items():
+        assert dock.objectName() == f"dock_{key}" and dock.widget() is window.panels[key]
+
+
+def test_settings_remember_layout_and_recent_files(qtbot, app_state, settings, tmp_path):
+    from medstyle_gui.gui.main_window import RECENT_MAX, MainWindow
+
+    win = MainWindow(app_state, settings=settings)
+    qtbot.addWidget(win)
+    for i in range(RECENT_MAX + 2):
+        win.add_recent(f"scan|{tmp_path / f's{i}.nii'}")
+    recent = win.recent_files()
+    assert len(recent) == RECENT_MAX and recent[0].endswith(f"s{RECENT_MAX + 1}.nii")
+    win.add_recent(f"scan|{tmp_path / 's3.nii'}")
+    assert win.recent_files()[0].endswith("s3.nii") and len(win.recent_files()) == RECENT_MAX
+    assert len([a for a in win.recent_menu.actions() if a.text().startswith("scan:")]) == RECENT_MAX
+    hidden = next(iter(win.docks))
+    win.docks[hidden].hide()
+    win.close()
+    assert settings.value("geometry") is not None and settings.value("window_state") is not None
+
+    from medstyle_gui.gui.state import AppState
+
+    again = AppState()
+    try:
+        win2 = MainWindow(again, settings=settings)
+        qtbot.addWidget(win2)
+        assert win2.docks[hidden].isHidden()  # the dock layout came back
+        assert all(
+            not d.isHidden()
+            for k, d in win2.docks.items()
+            if k in ("scans", "latent") and k != hidden
+        )
+        assert win2.recent_files()[0].endswith("s3.nii")
+        win2._clear_recent()
+        assert win2.recent_files() == [] and not win2.recent_menu.isEnabled()
+        win2.close()
+    finally:
+        again.shutdown()
+
+
+def test_the_default_settings_are_the_tests_own():
+    from PySide6.QtCore import QCoreApplication, QSettings
+
+    assert QCoreApplication.organizationName() == "medstyle-tests"
+    assert "tests" in QCoreApplication.applicationName()
+    assert "qsettings" in QSettings().fileName()
+
+
+def _gui(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1"}
+    # the subprocess must not read or write the user's settings either
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    env["HOME"] = str(tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "medstyle_gui", "gui", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_screenshot_from_the_command_line(tmp_path, tiny_bundle, real_t2_nifti):
+    out = tmp_path / "window.png"
+    result = _gui(
+        ["--model", str(tiny_bundle), str(real_t2_nifti), "--screenshot", str(out)], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    width, height = _png_size(out)
+    assert width > 800 and height > 500
+    assert f"wrote {out}" in result.stdout
+
+
+def test_screenshot_without_a_model(tmp_path):
+    out = tmp_path / "empty.png"
+    result = _gui(["--screenshot", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _png_size(out)[0] > 800
+
+
+def test_screenshot_with_a_bad_model_says_so_and_fails(tmp_path):
+    out = tmp_path / "bad.png"
+    result = _gui(["--model", str(tmp_path / "no_model"), "--screenshot", str(out)], tmp_path)
+    assert result.returncode == 1
+    assert "no_model" in result.stderr and "Traceback" not in result.stderr
+    assert out.is_file()
