@@ -193,6 +193,15 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _can_open_a_window() -> bool:
+    """True when Qt can show a window here: an X11 or Wayland display, or a platform
+    chosen explicitly (``QT_QPA_PLATFORM``, e.g. offscreen)."""
+    if sys.platform in ("win32", "darwin"):
+        return True
+    names = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    return any(os.environ.get(name) for name in names)
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -363,8 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
-        parser.print_help()
-        return 0
+        if not _can_open_a_window():
+            parser.print_help()
+            print("\n(no display: 'medstyle' alone opens the explorer on a desktop)")
+            return 0
+        args = parser.parse_args(["gui"])  # no command: the explorer on the demo
+        func = args.func
     try:
         return func(args)
     except MedstyleError as err:

@@ -62,3 +62,14 @@ def test_medstyle_runs_as_a_console_command():
         [sys.executable, "-m", "medstyle_gui", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("medstyle ")
+
+
+def test_no_command_without_a_display_prints_the_overview(monkeypatch, capsys) -> None:
+    from medstyle_gui.cli import main
+
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "embed" in out and "gui" in out and "no display" in out

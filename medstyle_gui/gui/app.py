@@ -114,6 +114,14 @@ def demo_model() -> Path | None:
     return None
 
 
+def demo_study() -> Path | None:
+    """The bundled demo study (a held-out phantom patient, paired CT + MR), or None."""
+    folder = resources_path("demo", "study")
+    if folder.is_dir() and (Path(str(folder)) / "study.json").is_file():
+        return Path(str(folder))
+    return None
+
+
 def default_device() -> str:
     import torch
 
@@ -128,6 +136,8 @@ def open_inputs(window, model: str | os.PathLike[str] | None, scans: Sequence, d
     """
     state = window.state
     folder = Path(model) if model is not None else demo_model()
+    if model is None and not scans and demo_study() is not None:
+        scans = [demo_study()]  # the demo: its model and its held-out study together
     if folder is None:
         window.show_status(
             "No model open: the demo model is not installed (resources/models/demo). "
