@@ -131,3 +131,23 @@ def test_slice_selection_syntax() -> None:
     for bad in ("x", "20:30", "12"):
         with pytest.raises(ConfigError, match="--slices"):
             parse_rows(bad, 10)
+
+
+def test_directions_fitted_on_embedded_phantom_slices_separate_them(
+    tiny_bundle: Path, tiny_latents: Path
+) -> None:
+    """The session's tiny model: directions fitted on its own embeddings of the phantom
+    slices classify held-out patients' slices (modality, slice class) and every slice."""
+    from medstyle_gui.core.latents import read_latents
+    from trainer.directions import load_directions, slice_classes
+
+    directions = load_directions(tiny_bundle)
+    latents = read_latents(tiny_latents)
+    w = torch.from_numpy(latents.w)
+    modality = latents.columns["modality"].astype(int)
+    assert directions["modality"].metrics["logistic_accuracy"] >= 0.95
+    assert (directions["modality"].predict(w).numpy() == modality).mean() >= 0.9
+    classes = slice_classes(latents.columns["slice_norm"])
+    known = classes >= 0
+    predicted = directions["slice"].predict(w[known]).numpy()
+    assert (predicted == classes[known]).mean() >= 0.9
