@@ -14,11 +14,12 @@ command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
 command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
 # Qt's X11 (xcb) platform plugin loads these at start-up; PySide6 wheels do not ship them.
 if command -v ldconfig >/dev/null 2>&1; then
+    known=$(ldconfig -p 2>/dev/null || true)  # read once: grep -q on a pipe trips pipefail
     for lib in libxcb-cursor.so.0:libxcb-cursor0 libxcb-icccm.so.4:libxcb-icccm4 \
         libxcb-keysyms.so.1:libxcb-keysyms1 libxcb-image.so.0:libxcb-image0 \
         libxcb-render-util.so.0:libxcb-render-util0 libxkbcommon-x11.so.0:libxkbcommon-x11-0 \
         libxcb-shape.so.0:libxcb-shape0 libxcb-randr.so.0:libxcb-randr0; do
-        ldconfig -p | grep -q "${lib%%:*}" || missing+=("${lib##*:}")
+        grep -q "${lib%%:*}" <<<"$known" || missing+=("${lib##*:}")
     done
 fi
 if ((${#missing[@]})) && command -v apt-get >/dev/null 2>&1; then
