@@ -83,7 +83,7 @@ def test_mean_ci_and_truths_match_the_paper_errors():
 def test_modality_sweep_quick(tiny):
     result = modality_sweep(tiny.model, tiny.data, n=12, steps=7)
     assert len(result.rows) == 2 * 7
-    np.testing.assert_allclose(result.alphas, np.logspace(0, 2, 7))
+    np.testing.assert_allclose(result.alphas, np.logspace(-2, 2, 7))
     _check_ci(result.rows)
     assert {r["direction"] for r in result.rows} == {"MR->CT", "CT->MR"}
     assert all(r["n"] == 6 for r in result.rows)

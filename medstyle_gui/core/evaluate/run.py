@@ -54,7 +54,7 @@ class EvalSettings:
     """Sizes of the experiments: the paper's (``full``) or a smoke test (``quick``)."""
 
     modality_n: int  # source slices of the modality sweep (paper 1,000)
-    alpha_steps: int  # alphas over [1, 100], log scale (paper 31)
+    alpha_steps: int  # alphas over [0.01, 100], log scale (paper 31 over [1, 100])
     slice_volumes: int | None  # volumes walked through (None: all; paper 200 = 100 x 2)
     slice_central: int  # central slices per volume (paper 51)
     slice_factors: int  # factors over [-0.8, 0.8] (paper: not said)
