@@ -89,7 +89,7 @@ def slices_from_dataset(model: Model, path: str | PathLike[str]) -> SliceSet:
     for row, (a, k) in enumerate(zip(first, count, strict=True)):
         volume[a : a + k] = row
     labels["volume"] = volume
-    return SliceSet(images.astype(np.float32), labels, str(path))
+    return SliceSet(images.astype(np.float32), labels, str(Path(path).resolve()))
 
 
 def load_slices(

@@ -244,3 +244,17 @@ def test_evaluate_embeds_slices_of_a_cohort_folder(tiny):
     with open(out / "mixing.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * (1 + 2 * 4) and all(int(r["n"]) == 2 for r in rows)
+
+
+def test_latents_of_another_dataset_are_refused(tiny, tmp_path):
+    """Rows are matched by volume and slice number: latents embedded from one dataset
+    must not be laid over another dataset's slices."""
+    import shutil
+
+    from medstyle_gui.core.evaluate import open_eval_data
+    from trainer.errors import MedstyleError
+
+    other = Path(shutil.copyfile(tiny.gan_data, tmp_path / "other.h5"))
+    open_eval_data(tiny.model, data=tiny.gan_data, latents=tiny.latents)  # its own: fine
+    with pytest.raises(MedstyleError, match="was embedded from"):
+        open_eval_data(tiny.model, data=other, latents=tiny.latents)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -217,6 +218,20 @@ def _match_latents(labels: dict[str, np.ndarray], columns: dict, path: Path) -> 
     return index
 
 
+def _check_latents_source(lat: Any, data: Path, latents: Any) -> None:
+    """Refuse latents embedded from another slice dataset: rows are matched by volume and
+    slice number, which another dataset reuses for other patients."""
+    if lat is None:
+        return
+    source = Path(str(lat.attrs.get("source", "")))
+    if source.suffix in (".h5", ".hdf5") and source.is_file() and not source.samefile(data):
+        raise LatentsError(
+            f"was embedded from {source}, not from --data {data} (embed that dataset, or "
+            "leave out --latents)",
+            latents,
+        )
+
+
 def open_eval_data(
     model: Model,
     *,
@@ -273,6 +288,7 @@ def open_eval_data(
         elif is_slice_dataset(data):
             path = data
             phantom = _dataset_is_phantom(path)
+            _check_latents_source(lat, path, latents)
         else:
             open_dataset(data)  # raises the precise DatasetError (missing, not HDF5...)
             raise DatasetError("is not a slice dataset", data)
