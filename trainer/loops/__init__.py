@@ -1,1 +1,1 @@
-"""Training loops (single process or many under torchrun): the GAN now, the encoder later."""
+"""Training loops (single process or many under torchrun): the GAN and the encoder."""
