@@ -202,18 +202,19 @@ def test_metrics_numbers_truth_and_curve(qtbot, pair_state) -> None:
     qtbot.waitUntil(lambda: metrics.curve is not None, timeout=WAIT_MS)
     x, y = metrics.whole_curve.getData()
     assert len(x) >= 31 and np.isfinite(y).all()
-    assert metrics.marker.value() == pytest.approx(alpha)
+    qtbot.waitUntil(lambda: metrics.marker.value() == pytest.approx(alpha), timeout=WAIT_MS)
     assert "Fig. 3" in metrics.curve_note.text()
     # moving the same slider moves the marker without recomputing
     curve = metrics.curve
     wait_render(qtbot, state, lambda: state.set_move("modality", alpha / 2))
-    assert metrics.curve is curve and metrics.marker.value() == pytest.approx(alpha / 2)
+    qtbot.waitUntil(lambda: metrics.marker.value() == pytest.approx(alpha / 2), timeout=WAIT_MS)
+    assert metrics.curve is curve
     # the slice slider: the curve switches to it, in mm
     per_mm = model.directions["slice"].calibration["units_per_mm"]
     wait_render(qtbot, state, lambda: state.set_move("slice", 6 * per_mm))
     assert metrics.current_direction() == "slice"
     qtbot.waitUntil(lambda: metrics.curve is not None, timeout=WAIT_MS)
-    assert metrics.marker.value() == pytest.approx(6.0)
+    qtbot.waitUntil(lambda: metrics.marker.value() == pytest.approx(6.0), timeout=WAIT_MS)
     assert "mm" in metrics.plot.getPlotItem().getAxis("bottom").labelText
     assert "sought slice" in metrics.curve_note.text()
 

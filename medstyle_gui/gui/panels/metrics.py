@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from medstyle_gui.gui.state import AppState
 
 #: Metric keys of a render result, by modality: (whole image, body, row label).
+#: The error-curve marker follows the slider at most this often (ms): ~30 updates a second.
+MARK_INTERVAL_MS = 33
+
 METRICS = {"CT": ("mae_hu", "mae_hu_body", "MAE (HU)"), "MR": ("rmse", "rmse_body", "RMSE")}
 
 
@@ -141,6 +144,10 @@ class MetricsPanel(QWidget):
         self.job.progress.connect(lambda f, _: self.busy.setValue(int(1000 * f)))
         self.job.running.connect(self.busy.setVisible)
         self.direction.currentIndexChanged.connect(lambda _: self.schedule())
+        self._mark_timer = QTimer(self)
+        self._mark_timer.setSingleShot(True)
+        self._mark_timer.setInterval(MARK_INTERVAL_MS)
+        self._mark_timer.timeout.connect(self._mark_now)
         state.rendered.connect(self.show_result)
         state.modelChanged.connect(self.rebuild)
         state.scanChanged.connect(self.schedule)
@@ -284,6 +291,12 @@ class MetricsPanel(QWidget):
         self._mark()
 
     def _mark(self) -> None:
+        """Move the marker soon: at most every :data:`MARK_INTERVAL_MS`, so a dragged
+        slider does not repaint the plot (its axes are slow to paint) on every step."""
+        if not self._mark_timer.isActive():
+            self._mark_timer.start()
+
+    def _mark_now(self) -> None:
         """Put the marker at the curve's slider's current value."""
         model, name = self.state.model, self.curve_name
         if model is None or name is None or name not in model.directions:
