@@ -186,9 +186,13 @@ def run_train_gan(args: argparse.Namespace) -> int:
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
         return subprocess.call(torchrun_command(args))
-    out = train_gan(cfg, resume=args.resume, progress=not args.quiet)
+    with StopOnTerm() as stop:
+        out = train_gan(cfg, resume=args.resume, progress=not args.quiet, stop=stop)
     if env_world_size() == 1 or os.environ.get("RANK", "0") == "0":
-        print(f"wrote {out}")
+        if stop.requested:
+            print(f"stopped: {out} saved where it was (continue with --resume)")
+        else:
+            print(f"wrote {out}")
     return 0
 
 
@@ -288,13 +292,50 @@ def run_train_encoder(args: argparse.Namespace) -> int:
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
         return subprocess.call(torchrun_encoder_command(args))
-    out = train_encoder(cfg, resume=args.resume, progress=not args.quiet)
+    with StopOnTerm() as stop:
+        out = train_encoder(cfg, resume=args.resume, progress=not args.quiet, stop=stop)
     if env_world_size() == 1 or os.environ.get("RANK", "0") == "0":
-        print(f"wrote {out}")
+        if stop.requested:
+            print(f"stopped: {out} saved where it was (continue with --resume)")
+        else:
+            print(f"wrote {out}")
     return 0
 
 
 # -- the parser -------------------------------------------------------------------------
+
+
+class StopOnTerm:
+    """A stop flag raised by SIGTERM (what a GUI's Stop button or a job scheduler sends),
+    so a training loop can save ``latest.pt`` and end cleanly instead of dying mid-step.
+    A second SIGTERM, or SIGINT, still ends the process at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:  # asked twice: do not wait for the step to end
+            raise SystemExit(128 + signum)
+        self.requested = True
+
+    def __enter__(self) -> StopOnTerm:
+        import signal
+
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside a GUI worker): no handler
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 class _Parser(argparse.ArgumentParser):

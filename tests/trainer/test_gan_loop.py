@@ -250,3 +250,41 @@ def test_medstyle_train_gan_shares_the_options_and_the_torchrun_command(
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
     expected = "-m trainer train gan --data d.h5 --out r --bf16 --batch 8"
     assert cmd[6:] == expected.split()
+
+
+def test_sigterm_saves_latest_and_stops_cleanly(gan_data: Path, tmp_path: Path) -> None:
+    """What a GUI's Stop button sends: the run saves latest.pt at the step it was on,
+    logs "stopped", exits 0, and --resume continues from there."""
+    import signal
+    import time
+
+    from trainer.checkpoint import load_checkpoint
+
+    config = write_config(tmp_path, kimg=50.0, tick_kimg=0.016, checkpoint_kimg=40.0)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["--quiet", "--data", str(gan_data), "--config", str(config), "--out", str(run)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "train", "gan", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "log.jsonl").is_file() or '"tick"' not in (run / "log.jsonl").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    stopped = [r for r in read_log(run) if r["event"] == "stopped"]
+    assert len(stopped) == 1
+    latest = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert latest["progress"]["images_seen"] == stopped[0]["images_seen"] < 50_000
+    run_cli("--out", str(run), "--resume", "--kimg", str(stopped[0]["images_seen"] / 1000 + 0.016))
+    ticks = [r for r in read_log(run) if r["event"] == "tick"]
+    assert ticks[-1]["images_seen"] > stopped[0]["images_seen"]

@@ -26,7 +26,7 @@ import shutil
 import statistics
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,14 +198,23 @@ def check_run(cfg: GANTrainConfig, world_size: int, dataset: Any = None) -> int:
     return final
 
 
-def train_gan(cfg: GANTrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+def train_gan(
+    cfg: GANTrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop: Callable[[], bool] | None = None,
+) -> Path:
     """Train (or with ``resume`` continue) the run ``cfg.out``; return the run folder.
 
-    Under torchrun every process calls this; rank 0 alone writes files.
+    Under torchrun every process calls this; rank 0 alone writes files. ``stop`` (e.g. a
+    SIGTERM flag, see :mod:`trainer.train_cli`) is asked after every step; when it says
+    so, the run saves ``checkpoints/latest.pt``, logs a "stopped" line and returns, so
+    ``--resume`` continues from exactly there.
     """
     info = distributed.init(cfg.device)
     try:
-        return _Run(cfg, info, resume).train(progress and info.is_main)
+        return _Run(cfg, info, resume).train(progress and info.is_main, stop)
     finally:
         distributed.cleanup()
 
@@ -527,7 +536,13 @@ class _Run:
                 b_ema.copy_(b)
         return {**stats, "loss_G": loss_g}
 
-    def train(self, progress: bool) -> Path:
+    def _stop_requested(self, stop: Callable[[], bool] | None) -> bool:
+        if stop is None:
+            return False
+        # every rank must agree, or the others would wait forever in the next all-reduce
+        return distributed.average({"stop": float(bool(stop()))}, self.info.device)["stop"] > 0
+
+    def train(self, progress: bool, stop: Callable[[], bool] | None = None) -> Path:
         cfg, info = self.cfg, self.info
         total = round(cfg.kimg * 1000)
         every = {
@@ -575,6 +590,7 @@ class _Run:
                 bar.set_postfix(res=resolution, alpha=f"{phase.alpha:.2f}", refresh=False)
 
             done = self.images_seen >= total
+            stopped = not done and self._stop_requested(stop)  # the last step finishes anyway
             if self.images_seen >= next_at["tick"] or done:
                 means = distributed.average({k: v / count for k, v in sums.items()}, info.device)
                 elapsed = time.perf_counter() - t_tick
@@ -615,6 +631,13 @@ class _Run:
                     next_at[k] = (self.images_seen // every[k] + 1) * every[k]
             if snapshot or checkpoint:
                 distributed.barrier()
+            if stopped:
+                if info.is_main:
+                    if not checkpoint:
+                        self._save("latest.pt")
+                    self._log({"event": "stopped", "images_seen": self.images_seen})
+                distributed.barrier()
+                break
         if bar is not None:
             bar.close()
         if self.tb is not None:
