@@ -244,17 +244,33 @@ def render_modality(state: ExplorerState, model: Model) -> str | None:
 
 
 def slice_offset(state: ExplorerState, model: Model) -> int | None:
-    """Slices the slice moves ask for (``round(sum alpha / units_per_slice)``), or None when
+    """Slices of the open scan the slice moves ask for (``round(sum alpha / units per scan
+    slice)``, see :func:`scan_units_per_slice`), or None when
     no slice move is set or the slice direction is not calibrated."""
     moves = [
         (n, a) for n, a in active_moves(state, model) if is_slice_direction(model.directions[n])
     ]
     if not moves:
         return None
-    ups = units_per_slice(model, moves[0][0])
+    ups = scan_units_per_slice(state, model, moves[0][0])
     if ups is None:
         return None
     return round(sum(alpha for _, alpha in moves) / ups)
+
+
+def scan_units_per_slice(state: ExplorerState, model: Model, name: str = "slice") -> float | None:
+    """Normal units per slice *of the open scan*: the direction's units per mm times the
+    scan's slice spacing, so a 6 mm scan steps one slice per 6 mm of the walk; without a
+    scan (or a per-mm calibration) the training data's units per slice."""
+    if state.source is not None:
+        for key in (name, "slice"):
+            direction = model.directions.get(key)
+            calibration = (direction.calibration or {}) if direction is not None else {}
+            per_mm = calibration.get("units_per_mm")
+            if per_mm is not None and abs(float(per_mm)) > 1e-12:
+                spacing_mm = float(state.source.volume.spacing_mm[0])
+                return float(per_mm) * spacing_mm
+    return units_per_slice(model, name)
 
 
 def sought_slice(state: ExplorerState, model: Model) -> int | None:

@@ -229,3 +229,15 @@ def test_the_request_renders_with_a_real_model(tiny_bundle, real_t2_nifti):
     assert "rmse" in result.metrics
     state.moves = {"slice": 3 * explore.units_per_slice(model)}
     assert explore.sought_slice(state, model) == state.index + 3
+
+
+def test_the_sought_slice_counts_the_open_scans_own_slices():
+    """The direction is calibrated per mm: in a scan with twice the training data's slice
+    spacing, the same move seeks half as many slices."""
+    import dataclasses
+
+    model = fake_model()
+    state = mr_state(moves={"slice": 1.0})  # 1.0 units = 10 mm (0.1 units per mm)
+    thick = dataclasses.replace(state.source.volume, spacing_mm=(10.0, 2.0, 2.0))
+    state.source = dataclasses.replace(state.source, volume=thick)
+    assert explore.sought_slice(state, model) == state.index + 1
