@@ -167,6 +167,21 @@ def torchrun_command(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
+def _train_here(train: Any, cfg: Any, args: argparse.Namespace) -> int:
+    """Run a training loop (``train_gan`` / ``train_encoder``) in this process, stopping
+    cleanly on SIGTERM; rank 0 says where the run is."""
+    from trainer.distributed import env_world_size
+
+    with StopOnTerm() as stop:
+        out = train(cfg, resume=args.resume, progress=not args.quiet, stop=stop)
+    if env_world_size() == 1 or os.environ.get("RANK", "0") == "0":
+        if stop.requested:
+            print(f"stopped: {out} saved where it was (continue with --resume)")
+        else:
+            print(f"wrote {out}")
+    return 0
+
+
 def run_train_gan(args: argparse.Namespace) -> int:
     """Run ``train gan``: in this process, or with ``--gpus N > 1`` (and not already under
     torchrun) as N processes started by torchrun (on CPU: N processes with gloo)."""
@@ -186,14 +201,7 @@ def run_train_gan(args: argparse.Namespace) -> int:
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
         return subprocess.call(torchrun_command(args))
-    with StopOnTerm() as stop:
-        out = train_gan(cfg, resume=args.resume, progress=not args.quiet, stop=stop)
-    if env_world_size() == 1 or os.environ.get("RANK", "0") == "0":
-        if stop.requested:
-            print(f"stopped: {out} saved where it was (continue with --resume)")
-        else:
-            print(f"wrote {out}")
-    return 0
+    return _train_here(train_gan, cfg, args)
 
 
 # -- train encoder ----------------------------------------------------------------------
@@ -292,14 +300,7 @@ def run_train_encoder(args: argparse.Namespace) -> int:
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
         return subprocess.call(torchrun_encoder_command(args))
-    with StopOnTerm() as stop:
-        out = train_encoder(cfg, resume=args.resume, progress=not args.quiet, stop=stop)
-    if env_world_size() == 1 or os.environ.get("RANK", "0") == "0":
-        if stop.requested:
-            print(f"stopped: {out} saved where it was (continue with --resume)")
-        else:
-            print(f"wrote {out}")
-    return 0
+    return _train_here(train_encoder, cfg, args)
 
 
 # -- the parser -------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def embed_images(
         raise ConfigError(f"{len(modalities)} modalities given for {n} slices")
     if steps < 0 or batch < 1:
         raise ConfigError(f"steps must be >= 0 and batch >= 1 (got {steps}, {batch})")
-    w_enc, w_out, images_out = [], [], []
+    w_enc, w_out, images_out, images_start = [], [], [], []
     curve = np.zeros((steps + 1, n), np.float32)
     for start in range(0, n, batch):
         stop = min(start + batch, n)
@@ -158,6 +158,8 @@ def embed_images(
                 raise EmbedCancelled("embedding cancelled")
             loss, image = refinement_loss(model, w, x, feats)
             curve[step, start:stop] = loss.detach().cpu().numpy()
+            if step == 0:  # G(E(x)): the encoder-only error needs no second pass
+                images_start.append(image.detach().cpu()[:, 0])
             if progress is not None:
                 mean = float(loss.detach().mean())
                 progress(EmbedProgress(start, n, stop - start, step, steps, mean))
@@ -172,7 +174,7 @@ def embed_images(
     w_encoder = torch.cat(w_enc).numpy()
     w_refined = torch.cat(w_out).numpy()
     reconstructed = torch.cat(images_out).numpy()
-    encoder_images = _synthesise_batched(model, w_encoder, batch)
+    encoder_images = torch.cat(images_start).numpy()
     truth = x_all[:, 0].numpy()
     err_enc, err_enc_body = slice_errors(encoder_images, truth, modalities, model.normalisation)
     err_ref, err_ref_body = slice_errors(reconstructed, truth, modalities, model.normalisation)
@@ -187,11 +189,3 @@ def embed_images(
         images=reconstructed,
         steps=steps,
     )
-
-
-def _synthesise_batched(model: Model, w: np.ndarray, batch: int) -> np.ndarray:
-    """``w [N, w_dim] -> [N, R, R]`` on [-1, 1], ``batch`` at a time."""
-    out = []
-    for start in range(0, len(w), batch):
-        out.append(model.synthesise(torch.from_numpy(w[start : start + batch]))[:, 0].cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, model.resolution, model.resolution))
