@@ -155,6 +155,15 @@ class CommandDialog(QDialog):
         box.setToolTip(tip)
         return box
 
+    def model_field(self, state) -> PathEdit:
+        """A "Model bundle" row, filled with the open model's folder when there is one."""
+        edit = PathEdit("folder", placeholder="model bundle folder", parent=self)
+        model = getattr(state, "model", None)
+        if model is not None:
+            edit.setText(model.folder)
+        self.form.addRow("Model bundle", edit)
+        return edit
+
     def spec(self) -> RunSpec:  # pragma: no cover - every dialog implements it
         raise NotImplementedError
 

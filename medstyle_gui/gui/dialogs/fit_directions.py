@@ -32,11 +32,7 @@ class FitDirectionsDialog(CommandDialog):
             parent,
         )
         f = self.form
-        self.model = PathEdit("folder", placeholder="model bundle folder", parent=self)
-        model = getattr(state, "model", None)
-        if model is not None:
-            self.model.setText(model.folder)
-        f.addRow("Model bundle", self.model)
+        self.model = self.model_field(state)
         self.embed_first = self.check(
             "Embed a dataset first", "run 'medstyle embed' on the data into the latents file"
         )

@@ -33,11 +33,7 @@ class TrainEncoderDialog(CommandDialog):
             parent,
         )
         f = self.form
-        self.model = PathEdit("folder", placeholder="model bundle folder", parent=self)
-        model = getattr(state, "model", None)
-        if model is not None:
-            self.model.setText(model.folder)
-        f.addRow("Model bundle", self.model)
+        self.model = self.model_field(state)
         self.out = PathEdit("folder", placeholder="a new (or empty) folder", parent=self)
         f.addRow("Run folder", self.out)
         self.resume = self.check("Resume the run in this folder")
