@@ -138,6 +138,27 @@ def _format_directions(directions) -> str:
     return "\n".join(lines)
 
 
+def _cmd_directions_score(args: argparse.Namespace) -> int:
+    from medstyle_gui.core.latents import check_latents_model, read_latents
+    from trainer.directions import score_directions
+
+    model = _load(args)
+    check_latents_model(read_latents(args.latents), model, args.latents)
+    if not model.directions:
+        raise ConfigError(f"{args.model}: no directions to score (fit them first)")
+    scores = score_directions(model.directions, args.latents, extra_labels_csv=args.labels)
+    if not scores:
+        raise ConfigError(f"{args.latents}: no labelled slices for any of the bundle's directions")
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return 0
+    print(f"{'direction':<18} {'kind':<9} {'accuracy':>8} {'slices':>7}  per class")
+    for name, s in scores.items():
+        per_class = ", ".join(f"{c} {a:.3f}" for c, a in s["per_class"].items())
+        print(f"{name:<18} {s['kind']:<9} {s['accuracy']:>8.3f} {s['n']:>7}  {per_class}")
+    return 0
+
+
 def _cmd_directions_list(args: argparse.Namespace) -> int:
     from trainer.directions import load_directions
 
@@ -294,6 +315,14 @@ def add_latent_commands(sub, parser_class) -> None:
     f.add_argument("--seed", type=int, default=0, help="random seed (0)")
     f.add_argument("--overwrite", action="store_true", help="replace the bundle's directions")
     f.set_defaults(func=_cmd_directions_fit)
+    sc = dsub.add_parser("score", help="accuracy of the bundle's directions on other latents")
+    _model_options(sc)
+    sc.add_argument(
+        "--latents", type=Path, required=True, help="LATENTS.h5 of other (held-out) slices"
+    )
+    sc.add_argument("--labels", type=Path, help="CSV: a 'row' column, then 0/1 label columns")
+    sc.add_argument("--json", action="store_true", help="print JSON")
+    sc.set_defaults(func=_cmd_directions_score)
     ls = dsub.add_parser("list", help="the bundle's directions and their accuracies")
     _model_options(ls)
     ls.set_defaults(func=_cmd_directions_list)

@@ -105,6 +105,28 @@ def test_directions_fit_and_list(tiny_bundle: Path, tiny_latents: Path, tmp_path
     assert code == 0 and "modality" in listed
 
 
+def test_directions_score_reports_accuracy_on_a_latents_file(
+    tiny_bundle: Path, tiny_gan_bundle: Path, tiny_latents: Path, capsys
+) -> None:
+    code, text, err = run(
+        capsys, "directions", "score", "--model", tiny_bundle, "--latents", tiny_latents
+    )
+    assert code == 0, err
+    assert "modality" in text and "MR " in text and "CT " in text
+    code, text, err = run(
+        capsys, "directions", "score", "--model", tiny_bundle, "--latents", tiny_latents, "--json"
+    )
+    scores = json.loads(text)
+    # the same slices the directions were fitted on: the modality must be told apart
+    assert scores["modality"]["accuracy"] >= 0.9
+    assert scores["modality"]["n"] > 0 and set(scores["modality"]["per_class"]) == {"MR", "CT"}
+    assert scores["slice"]["n"] < scores["modality"]["n"]  # middle slices have no class
+    code, _, err = run(
+        capsys, "directions", "score", "--model", tiny_gan_bundle, "--latents", tiny_latents
+    )
+    assert code == 1 and "no directions" in err
+
+
 def test_generate_writes_a_marked_synthetic_volume(tiny_bundle: Path, tmp_path, capsys) -> None:
     out, png = tmp_path / "syn.nii.gz", tmp_path / "syn.png"
     code, _text, err = run(

@@ -6,12 +6,19 @@
   the paper's selection rule :func:`select_model`).
 - :mod:`.calibrate`: :func:`calibrate_slice` (normal units per slice and per mm).
 - :mod:`.store`: :func:`save_directions` / :func:`load_directions` (bundle files).
-- :mod:`.latents`: :func:`fit_directions` from a LATENTS.h5 (and an extra-labels CSV).
+- :mod:`.latents`: :func:`fit_directions` from a LATENTS.h5 (and an extra-labels CSV), and
+  :func:`score_directions` on another one (held-out patients).
 """
 
 from trainer.directions.calibrate import calibrate_slice
 from trainer.directions.fit import fit_direction, grouped_split, select_model
-from trainer.directions.latents import fit_directions, read_label_csv, read_latents
+from trainer.directions.latents import (
+    direction_labels,
+    fit_directions,
+    read_label_csv,
+    read_latents,
+    score_directions,
+)
 from trainer.directions.model import (
     DenseClassifier,
     Direction,
@@ -31,6 +38,7 @@ __all__ = [
     "calibrate_slice",
     "conditional_direction",
     "direction_file",
+    "direction_labels",
     "fit_direction",
     "fit_directions",
     "grouped_split",
@@ -39,6 +47,7 @@ __all__ = [
     "read_label_csv",
     "read_latents",
     "save_directions",
+    "score_directions",
     "select_model",
     "slice_classes",
 ]

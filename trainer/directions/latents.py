@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from trainer.data.latents_file import read_latents_file
 from trainer.directions.calibrate import calibrate_slice
@@ -125,16 +126,9 @@ def fit_directions(
     w = data["w"].astype(np.float32)
     extra = {} if extra_labels_csv is None else read_label_csv(extra_labels_csv, len(w))
     groups = patient_groups(data["patient"], data["volume"])
-    jobs: list[tuple[str, np.ndarray, tuple[str, str]]] = [
-        ("modality", _binary(data["modality"]), BUILT_IN["modality"]),
-        ("sex", _binary(data["sex"]), BUILT_IN["sex"]),
-        ("slice", slice_classes(data["slice_norm"]), BUILT_IN["slice"]),
-    ]
-    jobs += [(name, labels, (f"not {name}", name)) for name, labels in extra.items()]
     search = {"trials": trials, "seed": seed}
     out: dict[str, Direction] = {}
-    for name, labels, classes in jobs:
-        labels = np.asarray(labels, dtype=np.int64)
+    for name, (labels, classes) in direction_labels(data, extra).items():
         present = np.unique(labels[labels >= 0])
         if present.size < 2 and name in BUILT_IN:
             say(f"{name}: skipped (the labelled slices hold {present.size} class(es))")
@@ -168,6 +162,59 @@ def fit_directions(
         pred = both.predict(w[truth >= 0]).numpy()
         both.metrics["accuracy_all_rows"] = float((pred == truth[truth >= 0]).mean())
         out[both.name] = both
+    return out
+
+
+def direction_labels(
+    data: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None
+) -> dict[str, tuple[np.ndarray, tuple[str, str]]]:
+    """Each direction's ``[N]`` int64 labels (0, 1; -1 left out) and its class names, from a
+    LATENTS.h5's columns (:func:`read_latents`) and extra CSV labels: "modality" MR=0 CT=1,
+    "sex" F=0 M=1, "slice" the paper's classes (:func:`slice_classes`), then each extra."""
+    out = {
+        "modality": (_binary(data["modality"]), BUILT_IN["modality"]),
+        "sex": (_binary(data["sex"]), BUILT_IN["sex"]),
+        "slice": (slice_classes(data["slice_norm"]).astype(np.int64), BUILT_IN["slice"]),
+    }
+    for name, labels in (extra or {}).items():
+        out[name] = (np.asarray(labels, dtype=np.int64), (f"not {name}", name))
+    return out
+
+
+def score_directions(
+    directions: dict[str, Direction],
+    latents_path: str | PathLike[str],
+    *,
+    extra_labels_csv: str | PathLike[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """How well each direction classifies the slices of another LATENTS.h5 (e.g. held-out
+    patients): ``{name: {"accuracy", "n", "per_class": {class: accuracy}, "kind"}}``.
+
+    A conditional direction ("modality|slice") is scored on its base feature's labels. A
+    direction whose labels the file lacks (no labelled slice, or one class only) is left out.
+    """
+    data = read_latents(latents_path)
+    w = data["w"].astype(np.float32)
+    extra = {} if extra_labels_csv is None else read_label_csv(extra_labels_csv, len(w))
+    labels_of = direction_labels(data, extra)
+    out: dict[str, dict[str, Any]] = {}
+    for name, direction in directions.items():
+        base = name.split("|")[0]
+        if base not in labels_of:
+            continue
+        labels, classes = labels_of[base]
+        rows = labels >= 0
+        if np.unique(labels[rows]).size < 2:
+            continue
+        with torch.no_grad():
+            pred = direction.predict(w[rows]).cpu().numpy().astype(np.int64)
+        truth = labels[rows]
+        out[name] = {
+            "kind": direction.kind,
+            "accuracy": float((pred == truth).mean()),
+            "n": int(rows.sum()),
+            "per_class": {classes[c]: float((pred[truth == c] == c).mean()) for c in (0, 1)},
+        }
     return out
 
 
