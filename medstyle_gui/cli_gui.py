@@ -18,8 +18,15 @@ def _cmd_gui(args: argparse.Namespace) -> int:
         parent = args.screenshot.parent if str(args.screenshot.parent) else Path(".")
         if not parent.is_dir():
             raise ConfigError(f"folder {parent} does not exist", args.screenshot)
+    from medstyle_gui.core.session import SUFFIX
+
     if len(args.scans) > 2:
         raise ConfigError("give one scan, one paired study folder, or a CT and an MR")
+    sessions = [p for p in args.scans if p.suffix == SUFFIX]
+    if sessions and (len(args.scans) > 1 or args.model is not None):
+        raise ConfigError("a session opens alone: it names its own model and scans", sessions[0])
+    if sessions and not sessions[0].is_file():
+        raise ConfigError("does not exist", sessions[0])
     return run_gui(args.model, args.scans, args.screenshot, args.device)
 
 
@@ -30,7 +37,8 @@ def add_gui_command(sub) -> None:
         help="the desktop application: embed, slide, mix and compare live",
         description=(
             "Open the explorer. SCAN is a scan (DICOM folder or file, NIfTI, MHA, NRRD), a "
-            "paired study folder, or a CT and an MR (in that order) to register as a pair."
+            "paired study folder, a CT and an MR (in that order) to register as a pair, or "
+            "a session (.medstyle, e.g. from 'medstyle session'). With none, the demo opens."
         ),
     )
     p.add_argument("scans", type=Path, nargs="*", metavar="SCAN", help="scans to open")

@@ -93,6 +93,46 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_session(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from medstyle_gui.core.session_build import build_session
+    from trainer.files import ensure_can_write
+
+    ensure_can_write(args.out, args.overwrite)  # fail before loading anything
+    model = _load(args)
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(total, "slice", args.quiet)
+        bar.update(done - bar.n)
+
+    start = time.perf_counter()
+    try:
+        out, state = build_session(
+            model,
+            args.scans,
+            args.out,
+            steps=args.refine_steps,
+            batch=args.batch,
+            progress=progress,
+            overwrite=args.overwrite,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    n = len(state.latents) + len(state.paired_latents)
+    print(f"embedded {n} slices in {time.perf_counter() - start:.1f} s ({args.refine_steps} steps)")
+    errors = [e["refined"] for e in state.embed_errors.values()]
+    if errors and state.source is not None:
+        measure = "MAE HU" if state.source.modality == "CT" else "RMSE"
+        print(f"  {state.source.modality} median refined {measure}: {np.median(errors):.3g}")
+    print(f"wrote {out} (open it with 'medstyle gui {out}')")
+    return 0
+
+
 def _cmd_directions_fit(args: argparse.Namespace) -> int:
     from medstyle_gui.core.latents import check_latents_model, read_latents
     from trainer.directions import fit_directions, load_directions, save_directions
@@ -302,6 +342,20 @@ def add_latent_commands(sub, parser_class) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser(
+        "session", help="embed a scan or paired study; save a session the explorer opens ready"
+    )
+    p.add_argument(
+        "scans", nargs="+", type=Path, help="a scan, a paired study folder, or a CT and an MR"
+    )
+    _model_options(p)
+    p.add_argument("--out", type=Path, required=True, help="SESSION.medstyle to write")
+    p.add_argument("--refine-steps", type=int, default=350, help="refinement steps (350)")
+    p.add_argument("--batch", type=int, default=16, help="slices refined together (16)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_session)
 
     p = sub.add_parser("directions", help="fit or list the latent directions of a bundle")
     dsub = p.add_subparsers(

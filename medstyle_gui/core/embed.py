@@ -69,6 +69,19 @@ class EmbedResult:
     images: np.ndarray  # [N, R, R] refined reconstructions on [-1, 1]
     steps: int
 
+    def errors_by_slice(self, rows: Sequence[int]) -> dict[int, dict[str, float]]:
+        """``{slice number: {"encoder", "refined", "encoder_body", "refined_body"}}`` where
+        ``rows[k]`` is the slice number of result row k (the explorer's table)."""
+        return {
+            int(i): {
+                "encoder": float(self.error_encoder[k]),
+                "refined": float(self.error_refined[k]),
+                "encoder_body": float(self.error_encoder_body[k]),
+                "refined_body": float(self.error_refined_body[k]),
+            }
+            for k, i in enumerate(rows)
+        }
+
 
 def refinement_loss(model: Model, w: torch.Tensor, target: torch.Tensor, target_features):
     """Per-slice loss ``[N]`` of eq. 1 for ``w [N, w_dim]`` against ``target [N, 1, R, R]``.

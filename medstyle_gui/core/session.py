@@ -10,8 +10,11 @@ One HDF5 file (``.medstyle``). Layout (``format = "medstyle-session"``,
 Root attributes: ``format``, ``format_version``, ``created_utc``, ``software`` and
 ``state`` (JSON: the source and paired scan paths and series, slice index, moves, tau,
 mix, window, seed, embedding errors) and ``extra`` (JSON: the model folder and whatever
-the caller adds). The scans themselves are not copied: the session names them, and
-opening it reads them again. Written atomically; an existing file is replaced only when
+the caller adds), and ``folder``: where the file was written. The scans themselves are
+not copied: the session names them, and opening it reads them again. A session moved
+together with its scans and model (a copied folder, an installed package) still opens:
+a saved path that no longer exists is looked for at the same place relative to the
+session file (:func:`relocate`). Written atomically; an existing file is replaced only when
 asked; a damaged or foreign file is one line naming it.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from collections.abc import Collection
 from os import PathLike
 from pathlib import Path
@@ -97,6 +101,7 @@ def save_session(
                 f.attrs["software"] = f"medstyle {trainer.__version__}"
                 f.attrs["state"] = json.dumps(_state_dict(state))
                 f.attrs["extra"] = extra_json
+                f.attrs["folder"] = str(path.resolve().parent)
                 for attr, group in TABLES.items():
                     table: dict[int, np.ndarray] = getattr(state, attr)
                     keys = sorted(table)
@@ -183,10 +188,42 @@ def load_session(
             extra = json.loads(str(f.attrs.get("extra", "{}")))
             state = _state_from(data, f)
             scans = {"source": data.get("source"), "paired": data.get("paired")}
+            _relocate_paths(scans, extra, str(f.attrs.get("folder", "")), path.parent)
         except (KeyError, ValueError, TypeError, OSError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise SessionError(f"is damaged ({reason})", path) from None
     return state, scans, extra
+
+
+def relocate(saved: str, saved_folder: str, folder: Path) -> str:
+    """``saved`` itself when it exists; else, when it lay under ``saved_folder`` (where the
+    session was written) or beside it, the same relative place from ``folder`` (where the
+    session is now) if something is there; else ``saved`` unchanged."""
+    if not saved or Path(saved).exists() or not saved_folder:
+        return saved
+    try:
+        relative = os.path.relpath(saved, saved_folder)
+    except ValueError:  # another drive (Windows)
+        return saved
+    moved = (folder / relative).resolve()
+    return str(moved) if moved.exists() else saved
+
+
+def _relocate_paths(
+    scans: dict[str, dict[str, Any] | None], extra: dict[str, Any], saved: str, folder: Path
+) -> None:
+    """Apply :func:`relocate` in place to the scan paths, the model folder and the paths
+    of ``extra["opened"]``."""
+    for entry in scans.values():
+        if entry and entry.get("path"):
+            entry["path"] = relocate(entry["path"], saved, folder)
+    if extra.get("model"):
+        extra["model"] = relocate(extra["model"], saved, folder)
+    opened = extra.get("opened")
+    if isinstance(opened, dict):
+        for key in ("path", "ct", "mr"):
+            if opened.get(key):
+                opened[key] = relocate(opened[key], saved, folder)
 
 
 def restore_into(

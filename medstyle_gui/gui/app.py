@@ -20,6 +20,7 @@ from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 from medstyle_gui import resources_path
+from trainer.errors import MedstyleError
 
 ORGANISATION = "medstyle"
 APPLICATION = "medstyle"
@@ -122,6 +123,12 @@ def demo_study() -> Path | None:
     return None
 
 
+def demo_session() -> Path | None:
+    """The demo session (the demo study embedded with the demo model), or None."""
+    path = resources_path("demo", "demo.medstyle")
+    return Path(str(path)) if path.is_file() else None
+
+
 def default_device() -> str:
     import torch
 
@@ -132,9 +139,19 @@ def open_inputs(window, model: str | os.PathLike[str] | None, scans: Sequence, d
     """Load ``model`` (or the demo) and then ``scans`` into ``window``'s state.
 
     One scan opens as is; a folder with ``study.json`` as a paired study; two scans as
-    a paired study (CT first, then MR).
+    a paired study (CT first, then MR); a ``.medstyle`` file as a session (with its own
+    model). With neither a model nor scans, the demo session opens (the demo model and
+    study, every slice already embedded), or else the demo model and study.
     """
+    from medstyle_gui.core.session import SUFFIX
+    from medstyle_gui.core.session_build import describe_inputs
+
     state = window.state
+    if model is None and not scans and demo_session() is not None:
+        scans = [demo_session()]
+    if len(scans) == 1 and Path(scans[0]).suffix == SUFFIX:
+        state.open_session(scans[0], device=device)
+        return
     folder = Path(model) if model is not None else demo_model()
     if model is None and not scans and demo_study() is not None:
         scans = [demo_study()]  # the demo: its model and its held-out study together
@@ -144,19 +161,15 @@ def open_inputs(window, model: str | os.PathLike[str] | None, scans: Sequence, d
             "Open one with File \u203a Open model."
         )
         return
+    try:
+        opened = describe_inputs(scans) if scans else None
+    except MedstyleError as err:
+        state.report_error(str(err))
+        opened = None
 
     def open_scans(_: object = None) -> None:
-        if not scans or state.model is None:
-            return
-        paths = [Path(p) for p in scans]
-        if len(paths) == 1 and (paths[0] / "study.json").is_file():
-            state.open_pair(paths[0])
-        elif len(paths) == 1:
-            state.open_scan(paths[0])
-        elif len(paths) == 2:
-            state.open_pair(paths[0], paths[1])
-        else:
-            state.report_error("give one scan, one paired study folder, or a CT and an MR")
+        if opened is not None and state.model is not None:
+            state.open_described(opened)
 
     state.open_model(folder, device=device).done.connect(open_scans)
 

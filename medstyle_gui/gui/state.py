@@ -133,7 +133,7 @@ class AppState(QObject):
         if model is not None:
             self.statusMessage.emit(f"model {model.name}: {model.resolution} px, {self.device}")
         if reopen is not None and model is not None:
-            self._open_as(reopen)
+            self.open_described(reopen)
         else:
             self.opened = None
             self.request_render()
@@ -405,9 +405,10 @@ class AppState(QObject):
         self.statusMessage.emit(f"saved session {Path(out).name}")
         return out
 
-    def open_session(self, path: str | Path) -> None:
-        """Read a session: open its model (if another) and scans, then restore the latents,
-        moves, mix and window."""
+    def open_session(self, path: str | Path, device: str | None = None) -> None:
+        """Read a session: open its model (if another, on ``device``; default: the open
+        model's device, else the CPU) and scans, then restore the latents, moves, mix and
+        window."""
         from medstyle_gui.core.session import load_session
 
         try:
@@ -426,7 +427,7 @@ class AppState(QObject):
         def after_model(_: object = None) -> None:
             if opened:
                 self.opened = None
-                task = self._open_as(opened)
+                task = self.open_described(opened)
                 if task is not None:
                     task.done.connect(restore)
                     return
@@ -441,10 +442,13 @@ class AppState(QObject):
             after_model()
             return
         self.opened = None  # the scans open now are replaced, not re-read for the new model
-        device = "cpu" if self.model is None else str(self.model.device)
+        if device is None:
+            device = "cpu" if self.model is None else str(self.model.device)
         self.open_model(folder, device=device).done.connect(lambda _: after_model())
 
-    def _open_as(self, opened: dict[str, Any]) -> Task | None:
+    def open_described(self, opened: dict[str, Any]) -> Task | None:
+        """Open scans described as :func:`~medstyle_gui.core.session_build.describe_inputs`
+        (and ``self.opened``) do: a scan, or a pair (swapped when it says so)."""
         if opened.get("kind") == "pair":
             task = self.open_pair(opened["ct"], opened.get("mr"))
             if task is not None and opened.get("swapped"):

@@ -192,3 +192,28 @@ def test_screenshot_with_a_bad_model_says_so_and_fails(tmp_path):
     assert result.returncode == 1
     assert "no_model" in result.stderr and "Traceback" not in result.stderr
     assert out.is_file()
+
+
+def test_a_session_opens_with_its_model_scans_and_latents(
+    qtbot, window, app_state, tiny_bundle, tmp_path
+):
+    """``medstyle gui SESSION.medstyle``: model, paired study and refined latents restored."""
+    from medstyle_gui import resources_path
+    from medstyle_gui.cli import main
+    from medstyle_gui.gui.app import open_inputs
+
+    out = tmp_path / "demo.medstyle"
+    study = str(resources_path("demo", "study"))
+    args = ["session", study, "--model", str(tiny_bundle), "--out", str(out)]
+    assert main([*args, "--refine-steps", "1", "--batch", "64", "--quiet"]) == 0
+    state = app_state
+    explore = state.explore
+    open_inputs(window, None, [out], "cpu")
+    qtbot.waitUntil(lambda: len(explore.paired_latents) > 0, timeout=WAIT_MS)
+    assert state.model is not None and explore.paired is not None
+    assert len(explore.latents) == explore.source.num_slices == len(explore.paired_latents)
+    assert explore.index == explore.source.num_slices // 2
+    qtbot.waitUntil(
+        lambda: state.last_result is not None and state.truth is not None, timeout=WAIT_MS
+    )
+    assert "session restored" in window.statusBar().currentMessage()

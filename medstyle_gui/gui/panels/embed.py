@@ -204,15 +204,7 @@ class EmbedPanel(QWidget):
         self.last_result = result
         latents = {i: result.w[k] for k, i in enumerate(rows)}
         encoder = {i: result.w_encoder[k] for k, i in enumerate(rows)}
-        errors = {
-            i: {
-                "encoder": float(result.error_encoder[k]),
-                "refined": float(result.error_refined[k]),
-                "encoder_body": float(result.error_encoder_body[k]),
-                "refined_body": float(result.error_refined_body[k]),
-            }
-            for k, i in enumerate(rows)
-        }
+        errors = result.errors_by_slice(rows)
         # the whole run's mean loss per step replaces the live (per-batch) curve
         curve = result.loss_curve.mean(axis=1)
         self.loss_curve.setData(np.arange(len(curve)), curve)
