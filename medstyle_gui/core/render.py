@@ -7,10 +7,13 @@ optionally the ground-truth slice to score against. The result carries the image
 (CT: MAE in HU, MR: RMSE on [-1, 1], each also inside the truth's body mask) and the
 difference map.
 
-Rendering is pure apart from a cache: the renderer keeps every synthesis block's
-activation of its last image, and when a request changes only the styles of later
-layers (a mix from 32x32 on, say) it resumes from the last unchanged block, which gives
-the same image to float rounding at a fraction of the cost. User mistakes (unknown
+Rendering is pure apart from a cache: the renderer keeps, for its last image, every
+style layer's activation just before the AdaIN (the only place a layer's style enters),
+and when a request changes only the styles of later layers (a mix from 32x32 on, say) it
+resumes at the first changed layer: that layer's AdaIN with the new style on the kept
+activation, then the rest. Every earlier layer and the first changed layer's own conv
+are skipped, and the image is the same to float rounding. A request with no changed
+style returns the last image again. User mistakes (unknown
 direction, bad layer name, a ground truth of the wrong size) come back as
 ``RenderResult.error``, never as an exception, so a GUI worker can show them and carry
 on. A Renderer is not thread-safe: give each worker thread its own.
@@ -64,7 +67,9 @@ class RenderResult:
     stamp: int = 0  # the request's stamp
     error: str | None = None  # one-line MedstyleError message, None when all went well
     w_final: np.ndarray | None = None  # [w_dim] the latent after the moves (before mixing)
-    restart_block: int = 0  # first synthesis block run: 0 full, > 0 resumed from the cache
+    # first style layer run: 0 full, k > 0 resumed from the cache at layer k (block k // 2),
+    # num_ws nothing changed and the cached image was returned
+    restart_layer: int = 0
 
 
 def _as_tensor(x: np.ndarray | Tensor, what: str, shape: tuple[int, ...]) -> Tensor:
@@ -81,16 +86,18 @@ def _as_tensor(x: np.ndarray | Tensor, what: str, shape: tuple[int, ...]) -> Ten
 
 
 class Renderer:
-    """Renders requests with one model, caching the last image's block activations."""
+    """Renders requests with one model, caching the last image's pre-AdaIN activations."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self._ws: Tensor | None = None  # [1, num_ws, w_dim] of the cached image
-        self._activations: list[Tensor] = []  # one per synthesis block, [1, C_b, r_b, r_b]
+        self._img: Tensor | None = None  # [1, C, R, R] the cached image
+        # one per style layer k, before its AdaIN: [1, C_b, r_b, r_b] of block b = k // 2
+        self._pre_adain: list[Tensor] = []
 
     def clear_cache(self) -> None:
-        """Forget the cached activations: the next render runs every block."""
-        self._ws, self._activations = None, []
+        """Forget the cached image and activations: the next render runs every layer."""
+        self._ws, self._img, self._pre_adain = None, None, []
 
     def render(self, request: RenderRequest) -> RenderResult:
         """Render ``request``; never raises for a user mistake (see ``RenderResult.error``)."""
@@ -149,18 +156,26 @@ class Renderer:
         return label
 
     def synthesise(self, ws: Tensor) -> tuple[Tensor, int]:
-        """``ws [1, num_ws, w_dim] -> (img [1, C, R, R], first block run)``, resuming from
-        the cached activation of the last block whose styles did not change."""
+        """``ws [1, num_ws, w_dim] -> (img [1, C, R, R], first style layer run)``.
+
+        Resumes at the first style layer whose style changed, from its cached pre-AdaIN
+        activation; with no change it returns the cached image (first layer run: num_ws).
+        """
         G = self.model.G
-        blocks = len(G.cfg.resolutions)
         start = 0
         if self._ws is not None and self._ws.shape == ws.shape:
             changed = (self._ws != ws).any(dim=-1)[0]  # [num_ws]
-            start = int(changed.nonzero()[0]) // 2 if bool(changed.any()) else blocks
-        x = self._activations[start - 1] if start > 0 else None
-        img, fresh = G.synthesise_with_activations(ws, start=start, x=x, noise_mode="const")
-        self._activations = self._activations[:start] + fresh
-        self._ws = ws.clone()
+            if not bool(changed.any()):
+                assert self._img is not None
+                # a copy, so a caller writing into the image cannot alter the cache
+                return self._img.clone(), G.num_ws
+            start = int(changed.nonzero()[0])
+        pre = self._pre_adain[start] if start > 0 else None
+        img, fresh = G.synthesise_with_activations(
+            ws, start_layer=start, pre=pre, noise_mode="const"
+        )
+        self._pre_adain = self._pre_adain[:start] + fresh
+        self._ws, self._img = ws.clone(), img.clone()
         return img, start
 
     def _render(self, request: RenderRequest) -> RenderResult:
@@ -178,7 +193,7 @@ class Renderer:
             image_unit=image_unit,
             modality=modality,
             w_final=w[0].cpu().numpy(),
-            restart_block=start,
+            restart_layer=start,
         )
         if request.ground_truth is not None:
             # the image stands even when the truth is unusable: report, do not discard

@@ -16,12 +16,27 @@ from medstyle_gui.core.render import Renderer, RenderRequest
 from tests.core.test_latent import dense_direction, logistic_direction
 from trainer.data.normalise import PAPER
 from trainer.metrics import body_mask, mae, rmse
+from trainer.networks import Generator, StyleGANConfig
+from trainer.networks.layers import NoiseInput
 
 
 @pytest.fixture(scope="module")
 def bare_model(tiny_gan_bundle: Path) -> Model:
     """The tiny bundle as the application loads it, without directions."""
     return dataclasses.replace(load_model(tiny_gan_bundle), directions={})
+
+
+@pytest.fixture(scope="module")
+def random_model(bare_model: Model) -> Model:
+    """A random slim 32 px generator (seed 0) in the tiny bundle's clothes; its noise
+    strengths are random too (they start at 0), so the cached activations carry noise."""
+    torch.manual_seed(0)
+    G = Generator(StyleGANConfig.slim(32)).eval().requires_grad_(False)
+    with torch.no_grad():
+        for module in G.modules():
+            if isinstance(module, NoiseInput):
+                module.strength.normal_(0.0, 0.5)
+    return dataclasses.replace(bare_model, G=G, directions={})
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +62,57 @@ def disc(size: int, inside: float, outside: float) -> np.ndarray:
 # -- the generator's one-pass activations ---------------------------------------------------
 
 
+def random_ws(G: Generator, n: int, seed: int) -> torch.Tensor:
+    """``[n, num_ws, w_dim]`` with a different w in every style layer."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = G.mapping(torch.randn(n * G.num_ws, G.cfg.z_dim, generator=gen))
+    return w.view(n, G.num_ws, G.cfg.w_dim)
+
+
 def test_synthesise_with_activations(bare_model: Model) -> None:
     G = bare_model.G
     ws = G.map(torch.randn(2, G.cfg.z_dim, generator=torch.Generator().manual_seed(0)))
     with torch.no_grad():
-        img, acts = G.synthesise_with_activations(ws)
+        img, pre = G.synthesise_with_activations(ws)
         assert torch.equal(img, G.synthesise(ws, noise_mode="const"))
-        assert [a.shape[-1] for a in acts] == G.cfg.resolutions
-        assert torch.equal(acts[1], G.synthesise_until(ws, 1))
-        resumed, rest = G.synthesise_with_activations(ws, start=2, x=acts[1])
-        assert torch.allclose(resumed, img, atol=1e-6) and len(rest) == len(acts) - 2
-        only_rgb, none = G.synthesise_with_activations(ws, start=len(acts), x=acts[-1])
-        assert torch.allclose(only_rgb, img, atol=1e-6) and none == []
+        assert len(pre) == G.num_ws
+        assert [p.shape[-1] for p in pre] == [r for r in G.cfg.resolutions for _ in (0, 1)]
+        # layer 3's AdaIN on its cached input gives block 1's output
+        block1 = G.synthesis.blocks[1].adain(1, pre[3].clone(), ws[:, 3])
+        assert torch.allclose(block1, G.synthesise_until(ws, 1), atol=1e-6)
+        kept = pre[4].clone()
+        resumed, rest = G.synthesise_with_activations(ws, start_layer=4, pre=pre[4])
+        assert torch.allclose(resumed, img, atol=1e-6) and len(rest) == G.num_ws - 4
+        assert rest[0] is pre[4] and torch.equal(pre[4], kept)  # the cache is not written
+        last = G.num_ws - 1
+        only_last, (same,) = G.synthesise_with_activations(ws, start_layer=last, pre=pre[last])
+        assert torch.allclose(only_last, img, atol=1e-6) and same is pre[last]
     with pytest.raises(ValueError):
-        G.synthesise_with_activations(ws, start=1)
+        G.synthesise_with_activations(ws, start_layer=1)
     with pytest.raises(ValueError):
-        G.synthesise_with_activations(ws, start=len(acts) + 1, x=acts[-1])
+        G.synthesise_with_activations(ws, pre=pre[0])
+    with pytest.raises(ValueError):
+        G.synthesise_with_activations(ws, start_layer=G.num_ws, pre=pre[-1])
+
+
+def test_resume_at_every_style_layer_equals_a_full_render(random_model: Model) -> None:
+    G = random_model.G
+    ws, other = random_ws(G, 2, seed=1), random_ws(G, 2, seed=2)
+    with torch.no_grad():
+        _, pre = G.synthesise_with_activations(ws)
+        kept = [p.clone() for p in pre]
+        for k in range(G.num_ws):
+            changed = ws.clone()
+            changed[:, k:] = other[:, k:]
+            cached = pre[k] if k > 0 else None  # layer 0 is a constant: nothing to resume
+            img, rest = G.synthesise_with_activations(changed, start_layer=k, pre=cached)
+            full, full_pre = G.synthesise_with_activations(changed)
+            torch.testing.assert_close(img, full, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(rest, full_pre[k:], atol=1e-5, rtol=1e-5)
+            # a style change must show, or the comparison above proves nothing
+            assert not torch.allclose(img, G.synthesise(ws, noise_mode="const"), atol=1e-3)
+        assert all(torch.equal(a, b) for a, b in zip(pre, kept, strict=True))
 
 
 def test_mean_latent_matches_the_model(bare_model: Model) -> None:
@@ -72,22 +122,62 @@ def test_mean_latent_matches_the_model(bare_model: Model) -> None:
 # -- caching --------------------------------------------------------------------------------
 
 
+def test_renderer_resumes_at_the_first_changed_style_layer(random_model: Model) -> None:
+    G = random_model.G
+    base, other = random_ws(G, 1, seed=3), random_ws(G, 1, seed=4)
+    renderer = Renderer(random_model)
+    with torch.no_grad():
+        full_base = G.synthesise(base, noise_mode="const")
+        img, start = renderer.synthesise(base)
+        assert start == 0 and torch.equal(img, full_base)
+        for k in range(G.num_ws):
+            # one style changed, then back: each resumes at layer k from the updated cache
+            changed = base.clone()
+            changed[:, k] = other[:, k]
+            img, start = renderer.synthesise(changed)
+            assert start == k
+            torch.testing.assert_close(img, G.synthesise(changed, noise_mode="const"))
+            img, start = renderer.synthesise(base)
+            assert start == k
+            torch.testing.assert_close(img, full_base)
+
+
+def test_renderer_change_in_several_layers_at_once(random_model: Model) -> None:
+    G = random_model.G
+    base, other = random_ws(G, 1, seed=5), random_ws(G, 1, seed=6)
+    renderer = Renderer(random_model)
+    with torch.no_grad():
+        renderer.synthesise(base)
+        current = base
+        for i, layers in enumerate(([3, 4, 7], [6, 2, 5], [1, 7], [5, 6])):
+            current = current.clone()
+            current[:, layers] = other[:, layers] + 0.1 * i  # never the style a layer had
+            img, start = renderer.synthesise(current)
+            assert start == min(layers)
+            torch.testing.assert_close(img, G.synthesise(current, noise_mode="const"))
+        # nothing changed: the cached image comes back, and no layer runs
+        again, start = renderer.synthesise(current.clone())
+        assert start == G.num_ws
+        torch.testing.assert_close(again, G.synthesise(current, noise_mode="const"))
+
+
 def test_cached_rerender_equals_full_render(model) -> None:
     w, target, other = latents(model.G, 3)
     renderer = Renderer(model)
     first = renderer.render(RenderRequest(w=w, mix_w=target, mix_layers=("16+",)))
-    assert first.error is None and first.restart_block == 0
-    # a new mix target from 16x16 on (block 2 of 4x4, 8x8, 16x16, 32x32) resumes at block 2
+    assert first.error is None and first.restart_layer == 0
+    # a new mix target from 16x16 on (block 2 of 4x4, 8x8, 16x16, 32x32) resumes at its
+    # first style layer, 4
     request = RenderRequest(w=w, mix_w=other, mix_layers=("16+",))
     cached = renderer.render(request)
-    assert cached.restart_block == 2
+    assert cached.restart_layer == 4
     full = Renderer(model).render(request)
-    assert full.restart_block == 0
+    assert full.restart_layer == 0
     np.testing.assert_allclose(cached.image_unit, full.image_unit, atol=1e-5)
     assert not np.allclose(cached.image_unit, first.image_unit, atol=1e-3)
-    # the same request again: every block is cached, only the to-image conv runs
+    # the same request again: nothing changed, the cached image comes back
     again = renderer.render(request)
-    assert again.restart_block == len(model.G.cfg.resolutions)
+    assert again.restart_layer == model.num_ws
     np.testing.assert_allclose(again.image_unit, full.image_unit, atol=1e-5)
 
 
@@ -97,10 +187,10 @@ def test_coarse_change_invalidates_the_cache(model) -> None:
     renderer.render(RenderRequest(w=w, mix_w=target, mix_layers=("16+",)))
     coarse = RenderRequest(w=w, mix_w=target, mix_layers=("coarse",))
     result = renderer.render(coarse)
-    assert result.restart_block == 0
+    assert result.restart_layer == 0
     np.testing.assert_allclose(result.image_unit, Renderer(model).render(coarse).image_unit)
     moved = renderer.render(RenderRequest(w=w, moves=(("dense", 0.5),)))
-    assert moved.restart_block == 0
+    assert moved.restart_layer == 0
 
 
 # -- decoding, metrics and errors -----------------------------------------------------------

@@ -238,7 +238,7 @@ def test_moves_slices_and_mixes_change_the_image(qtbot, t2_state):
     wait_render(qtbot, state, lambda: state.set_slice(index + 1))
     assert state.explore.index == index + 1
     wait_render(qtbot, state, lambda: state.set_mix(layers=("4x4",), source="slice", slice=0))
-    assert state.last_result.restart_block == 0
+    assert state.last_result.restart_layer == 0
     wait_render(qtbot, state, lambda: state.set_tau(0.5))
     assert state.explore.tau == 0.5
 

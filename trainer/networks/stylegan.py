@@ -176,13 +176,18 @@ class StyleLayer(nn.Module):
         self.noise = NoiseInput(out_channels, resolution)
         self.adain = AdaIN(out_channels, w_dim)
 
-    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random") -> Tensor:
+    def pre_adain(self, x: Tensor, noise_mode: str = "random") -> Tensor:
+        """Everything before the AdaIN, which alone sees the style:
+        ``x [N, in, H, W]`` (``[N, in, H/2, W/2]`` when upsampling) -> ``[N, out, H, W]``."""
         if self.upsample:
             x = upsample2x(x)
         # the conv's bias is added before the noise: addition commutes, and it saves a pass
         x = self.noise(self.conv(x), noise_mode)
         # no He gain here: the AdaIN's normalisation would divide it out again
-        return self.adain(torch.nn.functional.leaky_relu(x, LRELU_SLOPE, inplace=True), w)
+        return torch.nn.functional.leaky_relu(x, LRELU_SLOPE, inplace=True)
+
+    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random") -> Tensor:
+        return self.adain(self.pre_adain(x, noise_mode), w)
 
 
 class ConstInput(nn.Module):
@@ -199,11 +204,15 @@ class ConstInput(nn.Module):
         self.noise = NoiseInput(channels, 4)
         self.adain = AdaIN(channels, w_dim)
 
-    def forward(self, w: Tensor, noise_mode: str = "random") -> Tensor:
-        x = self.const.expand(w.shape[0], -1, -1, -1) + self.bias.view(1, -1, 1, 1)
+    def pre_adain(self, batch: int, noise_mode: str = "random") -> Tensor:
+        """Everything before the AdaIN, which alone sees the style: ``-> [batch, C, 4, 4]``."""
+        x = self.const.expand(batch, -1, -1, -1) + self.bias.view(1, -1, 1, 1)
         x = self.noise(x, noise_mode)
         # no He gain here: the AdaIN's normalisation would divide it out again
-        return self.adain(torch.nn.functional.leaky_relu(x, LRELU_SLOPE, inplace=True), w)
+        return torch.nn.functional.leaky_relu(x, LRELU_SLOPE, inplace=True)
+
+    def forward(self, w: Tensor, noise_mode: str = "random") -> Tensor:
+        return self.adain(self.pre_adain(w.shape[0], noise_mode), w)
 
 
 class SynthesisBlock(nn.Module):
@@ -224,15 +233,44 @@ class SynthesisBlock(nn.Module):
             self.layer0 = StyleLayer(in_channels, out_channels, resolution, w_dim, upsample=True)
         self.layer1 = StyleLayer(out_channels, out_channels, resolution, w_dim)
 
+    def _block_input(self, x: Tensor) -> Tensor:
+        """The previous block's output in the memory layout this block runs in."""
+        if self.resolution >= CHANNELS_LAST_FROM:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def forward(self, x: Tensor | None, ws: Tensor, noise_mode: str = "random") -> Tensor:
         """``ws [N, 2, w_dim]``: this block's two styles."""
         if self.resolution == 4:
             x = self.layer0(ws[:, 0], noise_mode)
         else:
-            if self.resolution >= CHANNELS_LAST_FROM:
-                x = x.contiguous(memory_format=torch.channels_last)
-            x = self.layer0(x, ws[:, 0], noise_mode)
+            x = self.layer0(self._block_input(x), ws[:, 0], noise_mode)
         return self.layer1(x, ws[:, 1], noise_mode)
+
+    def pre_adain(
+        self, layer: int, x: Tensor | None, batch: int, noise_mode: str = "random"
+    ) -> Tensor:
+        """Style layer ``layer`` (0 or 1) of this block up to its AdaIN, ``-> [N, out, r, r]``.
+
+        ``x`` is the layer's input: for layer 0 the previous block's output
+        ``[N, in, r/2, r/2]`` (None at 4x4, where ``batch`` gives N), for layer 1 layer 0's
+        output ``[N, out, r, r]``. ``adain(layer, pre_adain(layer, x, ...), w)`` equals what
+        ``forward`` computes for that layer.
+        """
+        if layer == 1:
+            assert x is not None
+            return self.layer1.pre_adain(x, noise_mode)
+        if self.resolution == 4:
+            return self.layer0.pre_adain(batch, noise_mode)
+        assert x is not None
+        return self.layer0.pre_adain(self._block_input(x), noise_mode)
+
+    def adain(self, layer: int, x: Tensor, w: Tensor) -> Tensor:
+        """Style layer ``layer``'s AdaIN: ``x [N, out, r, r]``, ``w [N, w_dim]`` -> same shape.
+
+        Without autograd it overwrites ``x`` (see :class:`AdaIN`): pass a copy to keep it.
+        """
+        return (self.layer0 if layer == 0 else self.layer1).adain(x, w)
 
 
 class SynthesisNetwork(nn.Module):
@@ -404,31 +442,45 @@ class Generator(nn.Module):
         self,
         ws: Tensor,
         *,
-        start: int = 0,
-        x: Tensor | None = None,
+        start_layer: int = 0,
+        pre: Tensor | None = None,
         noise_mode: str = "const",
     ) -> tuple[Tensor, list[Tensor]]:
-        """The full-size image and the activation of every block run, in one pass.
+        """The full-size image and every style layer's pre-AdaIN activation, in one pass.
 
-        Runs blocks ``start .. last`` with styles ``ws [N, num_ws, w_dim]``, on ``x``
-        (block ``start - 1``'s activation ``[N, channels(r), r, r]``; None exactly when
-        ``start`` is 0). ``start = last + 1`` runs only the to-image conv on ``x``.
-        Returns ``img [N, img_channels, R, R]`` and the activations of blocks
-        ``start .. last`` in order: a renderer caches them to resume after a change in
-        fine layers only. With ``start = 0`` it equals ``synthesise(ws)`` op for op.
+        Style layer ``k`` (block ``k // 2``, layer ``k % 2``) is conv, noise and leaky ReLU,
+        then the AdaIN that alone reads its style ``ws[:, k]``; its pre-AdaIN activation
+        ``[N, channels(r), r, r]`` does not depend on ``ws[:, k:]``. So after a change of
+        the styles from layer ``k`` on, a renderer that kept these activations resumes with
+        ``start_layer = k`` and ``pre`` = layer ``k``'s activation (None exactly when
+        ``start_layer`` is 0): it skips every earlier layer and layer ``k``'s own conv.
+        ``pre`` is not modified.
+
+        ``ws [N, num_ws, w_dim]`` -> ``img [N, img_channels, R, R]`` and the pre-AdaIN
+        activations of layers ``start_layer .. num_ws - 1`` in order (the first is ``pre``
+        itself when resuming). With ``start_layer = 0`` the image equals
+        ``synthesise(ws, noise_mode=noise_mode)`` op for op.
         """
         blocks = self.synthesis.blocks
-        last = len(blocks) - 1
-        if not 0 <= start <= last + 1:
-            raise ValueError(f"start block {start} is outside 0..{last + 1}")
-        if (x is None) != (start == 0):
-            raise ValueError("x (block start - 1's activation) is needed exactly when start > 0")
+        if not 0 <= start_layer < self.num_ws:
+            raise ValueError(f"start layer {start_layer} is outside 0..{self.num_ws - 1}")
+        if (pre is None) != (start_layer == 0):
+            raise ValueError("pre (layer start_layer's activation) is needed exactly when > 0")
+        batch = ws.shape[0]
         activations: list[Tensor] = []
-        for b in range(start, last + 1):
-            x = blocks[b](x, ws[:, 2 * b : 2 * b + 2], noise_mode)
-            activations.append(x)
+        x: Tensor | None = None
+        for k in range(start_layer, self.num_ws):
+            block, layer = blocks[k // 2], k % 2
+            if k == start_layer and pre is not None:
+                activations.append(pre)
+                x = pre.clone()  # the AdaIN below overwrites its input; pre stays as it was
+            else:
+                x = block.pre_adain(layer, x, batch, noise_mode)
+                # a copy to keep, as the AdaIN below overwrites x in place (without autograd)
+                activations.append(x.clone())
+            x = block.adain(layer, x, ws[:, k])
         assert x is not None
-        return self.synthesis.to_rgb[last](x), activations
+        return self.synthesis.to_rgb[-1](x), activations
 
 
 # -- discriminator --------------------------------------------------------------------------
