@@ -211,8 +211,11 @@ def _cmd_directions_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from medstyle_gui.core.evaluate import evaluate
+    from medstyle_gui.core.evaluate import SIZES, evaluate
 
+    if args.quick and args.sizes not in (None, "quick"):
+        raise ConfigError(f"--quick and --sizes {args.sizes} contradict each other")
+    sizes = SIZES["quick" if args.quick else args.sizes or "full"]
     if args.data is None and args.latents is None:
         raise ConfigError("give --data DATA.h5|PHANTOM_DIR or --latents LATENTS.h5")
     model = _load(args)
@@ -228,7 +231,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         data=args.data,
         latents=args.latents,
         out=args.out,
-        quick=args.quick,
+        quick=sizes.name == "quick",
+        settings=sizes,
         seed=args.seed,
         refine_steps=args.refine_steps,
         progress=progress,
@@ -388,6 +392,12 @@ def add_latent_commands(sub, parser_class) -> None:
     p.add_argument("--latents", type=Path, help="embedded slices to use (skips embedding)")
     p.add_argument("--out", type=Path, required=True, help="report folder to create")
     p.add_argument("--quick", action="store_true", help="a small subset (smoke check)")
+    p.add_argument(
+        "--sizes",
+        choices=("quick", "medium", "full"),
+        help="how many slices, alphas, volumes: full (the paper's, default), medium "
+        "(a tenth: tens of minutes on a CPU) or quick (= --quick)",
+    )
     p.add_argument("--seed", type=int, default=0, help="which slices are drawn (0)")
     p.add_argument("--refine-steps", type=int, help="refinement steps when embedding")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -234,3 +234,10 @@ def test_evaluate_all_quick_writes_the_report(tiny_bundle, gan_data, tmp_path, c
     report = (out / "report.md").read_text()
     assert "73.6" in report and "0.35" in report  # the paper's numbers beside ours
     assert list(out.glob("*.png")) and list(out.glob("*.csv"))
+    assert "quick (smoke test sizes)" in report and "Quick sizes:" in report
+
+
+def test_evaluate_sizes_and_quick_must_agree(tiny_bundle, gan_data, tmp_path, capsys) -> None:
+    args = ["evaluate", "all", "--model", tiny_bundle, "--data", gan_data, "--out", tmp_path / "r"]
+    code, _, err = run(capsys, *args, "--quick", "--sizes", "full")
+    assert code == 1 and "contradict" in err and not (tmp_path / "r").exists()

@@ -15,7 +15,9 @@ from medstyle_gui.core.evaluate.modality import ModalityResult, modality_sweep
 from medstyle_gui.core.evaluate.run import (
     EXPERIMENTS,
     FULL,
+    MEDIUM,
     QUICK,
+    SIZES,
     EvalSettings,
     evaluate,
     parse_experiments,
@@ -26,7 +28,9 @@ from medstyle_gui.core.evaluate.slice_walk import SliceWalkResult, slice_walk
 __all__ = [
     "EXPERIMENTS",
     "FULL",
+    "MEDIUM",
     "QUICK",
+    "SIZES",
     "CurvatureResult",
     "EvalData",
     "EvalSettings",

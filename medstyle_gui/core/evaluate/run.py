@@ -63,10 +63,15 @@ class EvalSettings:
     curvature_tangents: int  # tangents per point (paper 512)
     curvature_samples: int  # embedded slices the surface points are sought between
     refine_steps: int  # refinement steps when slices are embedded here (paper 350)
+    name: str = "custom"  # how the report names these sizes
 
 
-FULL = EvalSettings(1000, 31, None, 51, 161, 1000, 1000, 512, 1000, 350)
-QUICK = EvalSettings(12, 7, 2, 9, 9, 12, 16, 16, 32, 100)
+FULL = EvalSettings(1000, 31, None, 51, 161, 1000, 1000, 512, 1000, 350, "full")
+#: About a tenth of the paper's sizes: a first estimate in tens of minutes on a CPU.
+MEDIUM = EvalSettings(100, 31, 6, 31, 33, 100, 100, 64, 200, 100, "medium")
+QUICK = EvalSettings(12, 7, 2, 9, 9, 12, 16, 16, 32, 100, "quick")
+#: The named sizes (``medstyle evaluate --sizes``).
+SIZES = {s.name: s for s in (QUICK, MEDIUM, FULL)}
 
 
 def parse_experiments(experiments: str | Sequence[str]) -> list[str]:
@@ -110,12 +115,17 @@ def _not_comparable(model: Model, data: EvalData, quick: bool, s: EvalSettings) 
         notes.append(
             f"Slices were embedded with {data.refine_steps} refinement steps (the paper: 350)."
         )
-    if quick:
+    if s != FULL:
+        what = (
+            "a smoke test, not an estimate"
+            if s.name == "quick"
+            else "estimates with wider intervals"
+        )
         notes.append(
-            f"Quick run: {s.modality_n} and {s.mixing_n} slices (the paper: 1,000), "
-            f"{s.alpha_steps} alphas (31), {s.slice_volumes} volumes x {s.slice_central} "
-            f"central slices (200 x 51), {s.curvature_points} points x "
-            f"{s.curvature_tangents} tangents (1,000 x 512): a smoke test, not an estimate."
+            f"{s.name.capitalize()} sizes: {s.modality_n} and {s.mixing_n} slices (the paper: "
+            f"1,000), {s.alpha_steps} alphas (31), {s.slice_volumes} volumes x "
+            f"{s.slice_central} central slices (200 x 51), {s.curvature_points} points x "
+            f"{s.curvature_tangents} tangents (1,000 x 512): {what}."
         )
     notes.append(
         "The paper reports errors over the whole image only; the body-mask errors here "
@@ -149,12 +159,13 @@ def evaluate(
         model: a loaded :class:`Model` or a bundle folder.
         data: slice dataset (.h5) at the model's size or a phantom cohort folder.
         latents: LATENTS.h5 embedded with this model (else slices are embedded here).
-        quick: the small sizes of :data:`QUICK` instead of the paper's (:data:`FULL`).
+        quick: the small sizes of :data:`QUICK` instead of the paper's (:data:`FULL`); the
+            phantom pairs are not registered then (they need no registration).
         seed: chooses slices and volumes and seeds the curvature points.
         refine_steps: refinement steps when embedding here (default: the settings').
         progress: called with a line of text as work proceeds.
         overwrite: replace an existing ``out`` (only once the new report is complete).
-        settings: explicit sizes (overrides ``quick``'s choice).
+        settings: explicit sizes, e.g. :data:`MEDIUM` (overrides ``quick``'s choice).
 
     Raises:
         ScanWriteError: ``out`` exists and ``overwrite`` is false (checked first).
@@ -254,7 +265,11 @@ def _header(
         or "none",
         "data": f"{ev.source} ({kind}, {len(ev)} slices, {len(ev.volumes())} volumes)",
         "latents": latents,
-        "mode": "quick (smoke test sizes)" if quick else "full (the paper's sizes)",
+        "mode": {
+            "quick": "quick (smoke test sizes)",
+            "medium": "medium (about a tenth of the paper's sizes)",
+            "full": "full (the paper's sizes)",
+        }.get(s.name, s.name),
         "sizes (n)": f"modality {s.modality_n} slices x {s.alpha_steps} alphas; slice "
         f"{'all' if s.slice_volumes is None else s.slice_volumes} volumes x "
         f"{s.slice_central} central slices, {s.slice_factors} factors; mixing "
