@@ -52,7 +52,7 @@ _FIELDS: list[tuple[str, Any, str]] = [
 ]
 _SWITCHES = [
     ("--channels-last", "channels_last memory format (GPU)"),
-    ("--bf16", "bfloat16 autocast (GPU)"),
+    ("--bf16", "bfloat16 autocast (GPUs, and CPUs with AVX512-BF16 or AMX)"),
 ]
 
 

@@ -252,15 +252,22 @@ def test_medstyle_train_gan_shares_the_options_and_the_torchrun_command(
     assert cmd[6:] == expected.split()
 
 
-def test_sigterm_saves_latest_and_stops_cleanly(gan_data: Path, tmp_path: Path) -> None:
-    """What a GUI's Stop button sends: the run saves latest.pt at the step it was on,
+@pytest.mark.parametrize("whole_job", [False, True], ids=["process", "process-group"])
+def test_sigterm_saves_latest_and_stops_cleanly(
+    gan_data: Path, tmp_path: Path, whole_job: bool
+) -> None:
+    """What a GUI's Stop button sends (to the process) or a scheduler (to every process of
+    the job, data-loader workers too): the run saves latest.pt at the step it was on,
     logs "stopped", exits 0, and --resume continues from there."""
     import signal
     import time
 
     from trainer.checkpoint import load_checkpoint
 
-    config = write_config(tmp_path, kimg=50.0, tick_kimg=0.016, checkpoint_kimg=40.0)
+    workers = 1 if whole_job else 0
+    config = write_config(
+        tmp_path, kimg=50.0, tick_kimg=0.016, checkpoint_kimg=40.0, workers=workers
+    )
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["--quiet", "--data", str(gan_data), "--config", str(config), "--out", str(run)]
@@ -270,13 +277,17 @@ def test_sigterm_saves_latest_and_stops_cleanly(gan_data: Path, tmp_path: Path) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a scheduler's job has
     )
     try:
         deadline = time.monotonic() + 120
         while not (run / "log.jsonl").is_file() or '"tick"' not in (run / "log.jsonl").read_text():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        if whole_job:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()

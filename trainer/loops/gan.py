@@ -23,6 +23,7 @@ import copy
 import json
 import math
 import shutil
+import signal
 import statistics
 import time
 from collections import deque
@@ -93,6 +94,14 @@ class GlobalBatchSampler(Sampler[list[int]]):
             epoch, offset = epoch + 1, 0  # the incomplete tail of an epoch is dropped
 
 
+def _ignore_sigterm(_worker_id: int) -> None:
+    """DataLoader worker start: leave SIGTERM to the training process. A scheduler, or
+    ``pkill -f``, sends it to every process of the job; a worker that died of it would
+    crash the loop before it could save ``latest.pt`` (see ``StopOnTerm``). The workers
+    still end with the training process (PyTorch's watchdog sees the parent go)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _real_batches(
     dataset: Any, sampler: GlobalBatchSampler, workers: int
 ) -> Iterator[torch.Tensor]:
@@ -103,6 +112,7 @@ def _real_batches(
         num_workers=workers,
         persistent_workers=False,
         pin_memory=False,
+        worker_init_fn=_ignore_sigterm if workers > 0 else None,
     )
     for images, _labels in loader:
         sampler.epoch, sampler.offset = sampler.issued.popleft()  # position after this batch

