@@ -20,8 +20,19 @@ from typing import Any, NoReturn
 
 from trainer.errors import ConfigError, MedstyleError
 
-#: Options that may change when a run is resumed (the rest must match the saved run).
-RESUME_OVERRIDES = ("kimg", "workers", "device", "tick_kimg", "snapshot_kimg", "checkpoint_kimg")
+#: Options that may change when a run is resumed (the rest must match the saved run): how
+#: long, where and how the arithmetic runs (a run may move to a machine with or without
+#: bf16 units), never what is trained.
+RESUME_OVERRIDES = (
+    "kimg",
+    "workers",
+    "device",
+    "tick_kimg",
+    "snapshot_kimg",
+    "checkpoint_kimg",
+    "bf16",
+    "channels_last",
+)
 
 #: Flags that map one-to-one onto GANTrainConfig fields: (flag, type, help).
 _FIELDS: list[tuple[str, Any, str]] = [
