@@ -69,6 +69,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             steps=steps,
             batch=args.batch,
             progress=progress,
+            bf16=args.bf16,
         )
     finally:
         bar.close()
@@ -119,6 +120,7 @@ def _cmd_session(args: argparse.Namespace) -> int:
             batch=args.batch,
             progress=progress,
             overwrite=args.overwrite,
+            bf16=args.bf16,
         )
     finally:
         if bar is not None:
@@ -311,7 +313,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_bench_embed(args: argparse.Namespace) -> int:
     from medstyle_gui.core.bench_embed import bench_embed, format_bench_embed
 
-    rows = bench_embed(_load(args), batches=args.batches, steps=args.steps)
+    precisions = ("float32",) if args.precision == "float32" else ("float32", "bf16")
+    rows = bench_embed(_load(args), batches=args.batches, steps=args.steps, precisions=precisions)
     print(json.dumps(rows, indent=2) if args.json else format_bench_embed(rows))
     return 0
 
@@ -343,6 +346,9 @@ def add_latent_commands(sub, parser_class) -> None:
     p.add_argument("--slices", metavar="A:B", help="only these rows: a:b, a:b:step or i,j,k")
     p.add_argument("--series", metavar="UID", help="which DICOM series of a folder")
     p.add_argument("--modality", choices=("CT", "MR"), help="modality of a NIfTI/MHA/NRRD scan")
+    p.add_argument(
+        "--bf16", action="store_true", help="refine in bfloat16 (faster on CPUs/GPUs with bf16)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)
@@ -357,6 +363,9 @@ def add_latent_commands(sub, parser_class) -> None:
     p.add_argument("--out", type=Path, required=True, help="SESSION.medstyle to write")
     p.add_argument("--refine-steps", type=int, default=350, help="refinement steps (350)")
     p.add_argument("--batch", type=int, default=16, help="slices refined together (16)")
+    p.add_argument(
+        "--bf16", action="store_true", help="refine in bfloat16 (faster on CPUs/GPUs with bf16)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_session)
@@ -444,6 +453,12 @@ def add_latent_benchmarks(bsub) -> None:
     _model_options(b)
     b.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="batch sizes (1 16)")
     b.add_argument("--steps", type=int, default=20, help="refinement steps timed (20)")
+    b.add_argument(
+        "--precision",
+        choices=("float32", "both"),
+        default="both",
+        help="float32 only, or float32 and bf16 (default both)",
+    )
     b.add_argument("--json", action="store_true", help="print JSON rows")
     b.set_defaults(func=_cmd_bench_embed)
     r = bsub.add_parser("render", help="full render vs a style-mix re-render from 32x32")

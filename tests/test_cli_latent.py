@@ -207,6 +207,7 @@ def test_bench_embed_and_render_print_their_figures(tiny_bundle: Path, capsys) -
     )
     assert code == 0, err
     assert "batch   1" in text and "batch   4" in text and "x per slice" in text
+    assert " float32" in text and " bf16" in text and "x vs float32" in text
     code, text, err = run(
         capsys, "bench", "render", "--model", tiny_bundle, "--repeats", "3", "--json"
     )

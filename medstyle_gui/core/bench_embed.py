@@ -1,6 +1,7 @@
-"""Refinement throughput: slices per second at several batch sizes (``medstyle bench
-embed``). Batching pays because one batched generator and discriminator pass costs
-far less than the same number of single passes on a CPU's wide vector units."""
+"""Refinement throughput: slices per second at several batch sizes, in float32 and in
+bfloat16 (``medstyle bench embed``). Batching pays because one batched generator and
+discriminator pass costs far less than the same number of single passes on a CPU's wide
+vector units; bf16 pays on CPUs (and GPUs) with bf16 units."""
 
 from __future__ import annotations
 
@@ -13,51 +14,87 @@ import torch
 from medstyle_gui.core.embed import embed_images
 from medstyle_gui.core.model import Model
 
+PRECISIONS = ("float32", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic units (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch without the probes
+        return False
+
 
 def bench_embed(
-    model: Model, *, batches: Sequence[int] = (1, 16), steps: int = 20, seed: int = 0
+    model: Model,
+    *,
+    batches: Sequence[int] = (1, 16),
+    steps: int = 20,
+    seed: int = 0,
+    precisions: Sequence[str] = PRECISIONS,
 ) -> list[dict[str, Any]]:
-    """Time ``steps`` refinement steps of ``batch`` generated slices for each batch size.
+    """Time ``steps`` refinement steps of ``batch`` generated slices for each batch size
+    and precision ("float32", "bf16").
 
-    Rows: batch, seconds, slices_per_s (counting a slice as ``steps`` steps, scaled to
-    the paper's 350: the throughput of whole embeddings), and ``speedup`` per slice
-    against the first batch size.
+    Rows: precision, batch, seconds, slices_per_s (counting a slice as ``steps`` steps,
+    scaled to the paper's 350: the throughput of whole embeddings), ``speedup_per_slice``
+    against the first batch size of the same precision, and for bf16 ``vs_float32`` (per
+    slice, the same batch size).
     """
-    gen = torch.Generator().manual_seed(seed)
     rows: list[dict[str, Any]] = []
-    for batch in batches:
-        z = torch.randn(batch, model.config.z_dim, generator=gen).to(model.device)
-        with torch.no_grad():
-            images = model.G.synthesise(model.G.map(z, truncation_psi=0.7), noise_mode="const")
-        images = images[:, 0].cpu().numpy()
-        embed_images(model, images, ["MR"] * batch, steps=1, batch=batch)  # warm-up
-        start = time.perf_counter()
-        embed_images(model, images, ["MR"] * batch, steps=steps, batch=batch)
-        seconds = time.perf_counter() - start
-        per_step_per_slice = seconds / (steps * batch)
-        rows.append(
-            {
-                "resolution": model.resolution,
-                "batch": batch,
-                "steps": steps,
-                "seconds": seconds,
-                "ms_per_step_per_slice": 1000 * per_step_per_slice,
-                "slices_per_s_at_350_steps": 1.0 / (350 * per_step_per_slice),
-                "threads": torch.get_num_threads(),
-            }
-        )
-    base = rows[0]["ms_per_step_per_slice"]
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        gen = torch.Generator().manual_seed(seed)
+        bf16 = precision == "bf16"
+        first = len(rows)
+        for batch in batches:
+            z = torch.randn(batch, model.config.z_dim, generator=gen).to(model.device)
+            with torch.no_grad():
+                w = model.G.map(z, truncation_psi=0.7)
+                images = model.G.synthesise(w, noise_mode="const")
+            images = images[:, 0].cpu().numpy()
+            modalities = ["MR"] * batch
+            embed_images(model, images, modalities, steps=1, batch=batch, bf16=bf16)  # warm-up
+            start = time.perf_counter()
+            embed_images(model, images, modalities, steps=steps, batch=batch, bf16=bf16)
+            seconds = time.perf_counter() - start
+            per_step_per_slice = seconds / (steps * batch)
+            rows.append(
+                {
+                    "precision": precision,
+                    "resolution": model.resolution,
+                    "batch": batch,
+                    "steps": steps,
+                    "seconds": seconds,
+                    "ms_per_step_per_slice": 1000 * per_step_per_slice,
+                    "slices_per_s_at_350_steps": 1.0 / (350 * per_step_per_slice),
+                    "threads": torch.get_num_threads(),
+                }
+            )
+        base = rows[first]["ms_per_step_per_slice"]
+        for row in rows[first:]:
+            row["speedup_per_slice"] = base / row["ms_per_step_per_slice"]
+    fp32 = {r["batch"]: r for r in rows if r["precision"] == "float32"}
     for row in rows:
-        row["speedup_per_slice"] = base / row["ms_per_step_per_slice"]
+        if row["precision"] == "bf16" and row["batch"] in fp32:
+            row["vs_float32"] = (
+                fp32[row["batch"]]["ms_per_step_per_slice"] / row["ms_per_step_per_slice"]
+            )
     return rows
 
 
 def format_bench_embed(rows: list[dict[str, Any]]) -> str:
     lines = [f"refinement at {rows[0]['resolution']} px, {rows[0]['threads']} threads"]
-    for r in rows:
-        lines.append(
-            f"  batch {r['batch']:>3}: {r['ms_per_step_per_slice']:.2f} ms per step per slice, "
-            f"{r['slices_per_s_at_350_steps']:.3f} slices/s at 350 steps, "
-            f"{r['speedup_per_slice']:.2f}x per slice vs batch {rows[0]['batch']}"
-        )
+    for precision in dict.fromkeys(r["precision"] for r in rows):
+        group = [r for r in rows if r["precision"] == precision]
+        note = "" if precision == "float32" or cpu_has_bf16() else " (no bf16 units here)"
+        lines.append(f" {precision}{note}")
+        for r in group:
+            extra = f", {r['vs_float32']:.2f}x vs float32" if "vs_float32" in r else ""
+            lines.append(
+                f"  batch {r['batch']:>3}: {r['ms_per_step_per_slice']:.2f} ms per step per "
+                f"slice, {r['slices_per_s_at_350_steps']:.3f} slices/s at 350 steps, "
+                f"{r['speedup_per_slice']:.2f}x per slice vs batch {group[0]['batch']}{extra}"
+            )
     return "\n".join(lines)

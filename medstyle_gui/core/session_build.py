@@ -46,10 +46,12 @@ def build_session(
     batch: int = 16,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    bf16: bool = False,
 ) -> tuple[Path, ExplorerState]:
     """Open ``paths`` (see :func:`describe_inputs`), embed every slice of the source and of
     its pair with ``steps`` refinement steps, ``batch`` slices at a time, and save the
-    session to ``out`` (on the middle slice). ``progress(slices_done, slices_total)``.
+    session to ``out`` (on the middle slice). ``progress(slices_done, slices_total)``;
+    ``bf16``: see :func:`~medstyle_gui.core.embed.embed_images`.
 
     Returns the file and the state saved (with its scans).
     """
@@ -79,6 +81,7 @@ def build_session(
             steps=steps,
             batch=batch,
             progress=step,
+            bf16=bf16,
         )
 
     assert state.source is not None

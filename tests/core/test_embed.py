@@ -47,6 +47,23 @@ def test_refinement_lowers_the_error_from_the_encoders_start(model, slices) -> N
     np.testing.assert_allclose(again, result.images, atol=1e-5)
 
 
+def test_bf16_refinement_reaches_the_float32_error_and_reports_float32_images(
+    model, slices
+) -> None:
+    rows = np.arange(0, len(slices.images), 24)
+    part = slices.subset(rows)
+    fp32 = embed_images(model, part.images, part.modalities, steps=30, batch=8)
+    bf16 = embed_images(model, part.images, part.modalities, steps=30, batch=8, bf16=True)
+    assert bf16.images.dtype == np.float32 and bf16.w.dtype == np.float32
+    # the reported reconstruction and errors are G(w) in float32, as the explorer renders
+    again = model.synthesise(torch.from_numpy(bf16.w))[:, 0].numpy()
+    np.testing.assert_allclose(again, bf16.images, atol=1e-5)
+    np.testing.assert_allclose(bf16.error_encoder, fp32.error_encoder, rtol=1e-5)
+    # bf16 arithmetic steers the same optimisation to about the same place
+    assert np.median(bf16.error_refined) < np.median(bf16.error_encoder)
+    assert np.median(bf16.error_refined) <= 1.1 * np.median(fp32.error_refined)
+
+
 def test_batching_does_not_change_a_slices_result(model, slices) -> None:
     """Each slice is its own problem: alone or in a batch of five, the same w."""
     images, mods = slices.images[:5], slices.modalities[:5]

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build the bundled demo from nothing, with medstyle's own commands:
+#   phantom cohort -> slice datasets -> StyleGAN -> encoder -> embeddings -> directions
+#   -> held-out scores and the paper's experiments -> resources/models/demo + demo session.
+#
+# Usage: scripts/demo/build.sh WORK_DIR [STAGE ...]
+#   STAGES: data gan encoder embed directions heldout evaluate pack (default: all, in order)
+# Every stage can be re-run: `gan` resumes its training, the others redo their step.
+# Settings (environment): THREADS (torch threads, default: all cores), SIZE (64),
+# GAN_CONFIG (default scripts/demo/gan64.json), ENCODER_KIMG (20), EMBED_STEP (every Nth training
+# slice, 16), EMBED_STEPS (refinement steps for the training embeddings, 50), TRIALS (8),
+# HELDOUT_STEP (every Nth held-out slice, 16), REFINE_STEPS (350), EVAL_SIZES (medium),
+# REPORT (docs/report_demo).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=${1:?usage: scripts/demo/build.sh WORK_DIR [STAGE ...]}
+shift
+stages=${*:-data gan encoder embed directions heldout evaluate pack}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+cd "$work"
+if [ -n "${THREADS:-}" ]; then export OMP_NUM_THREADS=$THREADS; fi
+gan_config=${GAN_CONFIG:-$repo/scripts/demo/gan64.json}
+size=${SIZE:-64}             # the model's matrix: the datasets are built at this size
+bundle=$work/bundle          # the GAN's best snapshot, then encoder and directions
+demo=$repo/resources/models/demo
+report=$repo/${REPORT:-docs/report_demo}
+
+log() { printf '\n== %s: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+
+stage_data() {
+  # 120 phantom patients: P0001-P0100 train the model, P0101-P0120 are held out
+  [ -d phantom ] || medstyle phantom phantom --patients 120 --size 128 --seed 0 --quiet
+  train=$(for i in $(seq -f "%04g" 1 100); do echo phantom/P$i; done)
+  held=$(for i in $(seq -f "%04g" 101 120); do echo phantom/P$i; done)
+  # shellcheck disable=SC2086
+  [ -f train.h5 ] || medstyle dataset build $train --out train.h5 --size "$size" --quiet
+  # shellcheck disable=SC2086
+  [ -f heldout.h5 ] || medstyle dataset build $held --out heldout.h5 --size "$size" --quiet
+}
+
+stage_gan() {
+  resume=()
+  [ -d gan ] && resume=(--resume)
+  medstyle train gan --data train.h5 --out gan --config "$gan_config" "${resume[@]}" --quiet
+}
+
+stage_encoder() {
+  # a fresh copy of the best snapshot: the encoder and directions go into it
+  rm -rf "$bundle" encoder
+  cp -r gan/bundle "$bundle"
+  medstyle train encoder --model "$bundle" --out encoder --kimg "${ENCODER_KIMG:-20}" \
+    --batch 8 --lr 1e-3 --device cpu
+}
+
+stage_embed() {
+  medstyle embed train.h5 --model "$bundle" --out latents_train.h5 --overwrite --quiet \
+    --slices "0::${EMBED_STEP:-16}" --refine-steps "${EMBED_STEPS:-50}"
+}
+
+stage_directions() {
+  medstyle directions fit --model "$bundle" --latents latents_train.h5 \
+    --trials "${TRIALS:-8}" --overwrite
+}
+
+stage_heldout() {
+  # the paper's refinement on held-out patients: reconstruction errors and direction scores
+  medstyle embed heldout.h5 --model "$bundle" --out latents_heldout.h5 --overwrite --quiet \
+    --slices "0::${HELDOUT_STEP:-16}" --refine-steps "${REFINE_STEPS:-350}" | tee heldout_embed.txt
+  medstyle directions score --model "$bundle" --latents latents_heldout.h5 | tee heldout_scores.txt
+  medstyle directions score --model "$bundle" --latents latents_heldout.h5 --json > heldout_scores.json
+}
+
+stage_evaluate() {
+  medstyle evaluate all --model "$bundle" --data heldout.h5 --out "$report" \
+    --sizes "${EVAL_SIZES:-medium}" --overwrite
+}
+
+stage_pack() {
+  rm -rf "$demo.new"
+  cp -r "$bundle" "$demo.new"
+  du -sh "$demo.new"
+  if [ -f "$demo/README.md" ]; then cp "$demo/README.md" "$demo.new/README.md"; fi
+  rm -rf "$demo"
+  mv "$demo.new" "$demo"
+  # the demo study (held-out patient P0101) with every slice refined, opened by `medstyle`
+  medstyle session "$repo/resources/demo/study" --model "$demo" \
+    --out "$repo/resources/demo/demo.medstyle" --refine-steps "${REFINE_STEPS:-350}" \
+    --batch 32 --overwrite --quiet
+}
+
+for stage in $stages; do
+  log "$stage"
+  "stage_$stage"
+done
+log "done"
