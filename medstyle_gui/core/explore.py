@@ -397,8 +397,10 @@ def load_scan(
     series_uid: str | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    encode: bool = True,
 ) -> tuple[ScanSlot, dict[int, np.ndarray]]:
-    """Read a scan, put it on the model matrix and encode every slice."""
+    """Read a scan, put it on the model matrix and encode every slice (unless ``encode``
+    is false: a session brings its latents)."""
     from trainer.data.read import read_volume
 
     say = progress or (lambda f, m: None)
@@ -407,6 +409,8 @@ def load_scan(
     _check_cancel(cancel)
     say(0.3, "resampling to the model matrix")
     slot = slot_from_volume(model, volume, str(path), series_uid)
+    if not encode:
+        return slot, {}
     latents = encode_slices(model, slot.slices, lambda f, m: say(0.4 + 0.6 * f, m), cancel)
     return slot, latents
 
@@ -417,12 +421,14 @@ def load_pair(
     mr_path: str | PathLike[str] | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    encode: bool = True,
 ) -> tuple[ScanSlot, ScanSlot, dict[int, np.ndarray], dict[int, np.ndarray]]:
     """A paired study: ``(mr, ct, mr_latents, ct_latents)`` on one grid (the MR's slices).
 
     With ``mr_path`` None, ``ct_path`` is a study folder (``study.json`` or one CT and one
     MR scan inside); an aligned study is not registered. Otherwise the CT is rigidly
-    registered to the MR after N4 on the MR, as ``medstyle pair`` does.
+    registered to the MR after N4 on the MR, as ``medstyle pair`` does. Without
+    ``encode`` the latent tables are empty (a session brings its own).
     """
     from trainer.data.read import read_volume
     from trainer.data.register import prepare_pair
@@ -442,6 +448,8 @@ def load_pair(
     _check_cancel(cancel)
     mr_slot = slot_from_volume(model, pair.mr, str(mr_path), None)
     ct_slot = slot_from_volume(model, pair.ct, str(ct_path), None)
+    if not encode:
+        return mr_slot, ct_slot, {}, {}
     mr_w = encode_slices(model, mr_slot.slices, lambda f, m: say(0.6 + 0.2 * f, m), cancel)
     ct_w = encode_slices(model, ct_slot.slices, lambda f, m: say(0.8 + 0.2 * f, m), cancel)
     return mr_slot, ct_slot, mr_w, ct_w

@@ -155,8 +155,11 @@ class AppState(QObject):
             self.report_error("open a model first: scans are shown on the model's matrix")
         return self.model
 
-    def open_scan(self, path: str | Path, series_uid: str | None = None) -> Task | None:
-        """Read a scan on a worker, put it on the model matrix and encode its slices."""
+    def open_scan(
+        self, path: str | Path, series_uid: str | None = None, encode: bool = True
+    ) -> Task | None:
+        """Read a scan on a worker, put it on the model matrix and encode its slices
+        (unless ``encode`` is false: a session brings its latents)."""
         model = self._need_model()
         if model is None:
             return None
@@ -168,13 +171,18 @@ class AppState(QObject):
 
         return self._load(
             f"opening {Path(path).name}",
-            lambda progress, cancel: explore.load_scan(model, path, series_uid, progress, cancel),
+            lambda progress, cancel: explore.load_scan(
+                model, path, series_uid, progress, cancel, encode
+            ),
             done,
         )
 
-    def open_pair(self, ct_path: str | Path, mr_path: str | Path | None = None) -> Task | None:
+    def open_pair(
+        self, ct_path: str | Path, mr_path: str | Path | None = None, encode: bool = True
+    ) -> Task | None:
         """Open a paired study on a worker: a CT and an MR (registered), or one study
-        folder (``mr_path`` None). The MR becomes the source, the CT its pair."""
+        folder (``mr_path`` None). The MR becomes the source, the CT its pair. Without
+        ``encode`` its slices get no encoder latents (a session brings them)."""
         model = self._need_model()
         if model is None:
             return None
@@ -191,7 +199,9 @@ class AppState(QObject):
 
         return self._load(
             f"opening paired study {Path(ct_path).name}",
-            lambda progress, cancel: explore.load_pair(model, ct_path, mr_path, progress, cancel),
+            lambda progress, cancel: explore.load_pair(
+                model, ct_path, mr_path, progress, cancel, encode
+            ),
             done,
         )
 
@@ -427,7 +437,14 @@ class AppState(QObject):
         def after_model(_: object = None) -> None:
             if opened:
                 self.opened = None
-                task = self.open_described(opened)
+                # the session's own encoder latents will be restored: encoding is wasted
+                brings_latents = (
+                    self.model is not None
+                    and extra.get("model_sha256") == self.model.sha256
+                    and bool(saved.encoder_latents)
+                    and (opened.get("kind") != "pair" or bool(saved.paired_encoder_latents))
+                )
+                task = self.open_described(opened, encode=not brings_latents)
                 if task is not None:
                     task.done.connect(restore)
                     return
@@ -446,15 +463,15 @@ class AppState(QObject):
             device = "cpu" if self.model is None else str(self.model.device)
         self.open_model(folder, device=device).done.connect(lambda _: after_model())
 
-    def open_described(self, opened: dict[str, Any]) -> Task | None:
+    def open_described(self, opened: dict[str, Any], encode: bool = True) -> Task | None:
         """Open scans described as :func:`~medstyle_gui.core.session_build.describe_inputs`
         (and ``self.opened``) do: a scan, or a pair (swapped when it says so)."""
         if opened.get("kind") == "pair":
-            task = self.open_pair(opened["ct"], opened.get("mr"))
+            task = self.open_pair(opened["ct"], opened.get("mr"), encode=encode)
             if task is not None and opened.get("swapped"):
                 task.done.connect(lambda _: self.swap_pair())
             return task
-        return self.open_scan(opened["path"], opened.get("series_uid"))
+        return self.open_scan(opened["path"], opened.get("series_uid"), encode=encode)
 
     def _restore(self, saved: ExplorerState, extra: dict) -> None:
         from medstyle_gui.core.session import restore_into

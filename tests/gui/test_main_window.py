@@ -212,6 +212,9 @@ def test_a_session_opens_with_its_model_scans_and_latents(
     qtbot.waitUntil(lambda: len(explore.paired_latents) > 0, timeout=WAIT_MS)
     assert state.model is not None and explore.paired is not None
     assert len(explore.latents) == explore.source.num_slices == len(explore.paired_latents)
+    # the session's encoder latents are restored (the slices were not encoded again)
+    assert len(explore.encoder_latents) == explore.source.num_slices
+    assert len(explore.paired_encoder_latents) == explore.paired.num_slices
     assert explore.index == explore.source.num_slices // 2
     qtbot.waitUntil(
         lambda: state.last_result is not None and state.truth is not None, timeout=WAIT_MS
