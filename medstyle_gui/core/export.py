@@ -33,7 +33,14 @@ from trainer.files import atomic_file, ensure_can_write
 
 
 def cli_command(args: Sequence[str]) -> list[str]:
-    """``[python, -m, medstyle_gui, *args]``: the ``medstyle`` CLI of this very install."""
+    """The ``medstyle`` CLI of this very install, running ``args``.
+
+    From Python: ``[python, -m, medstyle_gui, *args]``. In a frozen (PyInstaller) build
+    ``sys.executable`` is the ``medstyle`` program itself and there is no interpreter to
+    take ``-m``, so it is ``[medstyle, *args]``. Every subprocess the GUI starts comes
+    through here, so this is the one place that knows the difference."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, *map(str, args)]
     return [sys.executable, "-m", "medstyle_gui", *map(str, args)]
 
 

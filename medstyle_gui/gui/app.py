@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QSettings, QTimer
-from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtGui import QColor, QFont, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from medstyle_gui import resources_path
@@ -97,6 +97,12 @@ def make_app(argv: Sequence[str] | None = None) -> QApplication:
     if not QCoreApplication.applicationName() or QCoreApplication.applicationName() == "python":
         QCoreApplication.setApplicationName(APPLICATION)
     QApplication.setApplicationDisplayName("medstyle")
+    icon = QIcon()  # PNGs, not the SVG: a frozen build need not carry the SVG plugin
+    for size in (16, 32, 48, 64, 128, 256):
+        icon.addFile(str(resources_path("icons", f"medstyle_{size}.png")))
+    app.setWindowIcon(icon)
+    # Wayland shells take the window's icon from the .desktop entry of this name
+    QApplication.setDesktopFileName("medstyle")
     # the render and task threads run Python between torch calls; a shorter GIL switch
     # interval (5 ms by default) lets the GUI thread in sooner, so it stays responsive
     sys.setswitchinterval(0.001)
@@ -174,6 +180,36 @@ def open_inputs(window, model: str | os.PathLike[str] | None, scans: Sequence, d
     state.open_model(folder, device=device).done.connect(open_scans)
 
 
+def describe_shown(state) -> str:
+    """One line on what the window shows: model, scan, slice, and which latent (for a
+    screenshot's log, and for tests that check what was loaded)."""
+    model = state.model
+    if model is None:
+        return "no model"
+    parts = [f"model {model.name} ({model.resolution} px, {model.device})"]
+    explore = state.explore
+    if explore.source is not None:
+        i = explore.index
+        latent = (
+            "refined"
+            if i in explore.latents
+            else "encoder"
+            if i in explore.encoder_latents
+            else "no latent"
+        )
+        parts.append(
+            f"{explore.source.modality} {Path(explore.source.path).name} slice "
+            f"{i + 1}/{explore.source.num_slices} ({latent})"
+        )
+        if explore.paired is not None:
+            parts.append(f"paired with {explore.paired.modality}")
+    else:
+        parts.append("no scan")
+    result = state.last_result
+    parts.append("rendered" if result is not None and result.error is None else "not rendered")
+    return "; ".join(parts)
+
+
 class _ScreenshotTaker:
     """Waits until nothing loads or renders for a few polls, then grabs the window."""
 
@@ -205,6 +241,8 @@ class _ScreenshotTaker:
             self.status = 1
         else:
             print(f"wrote {self.path} ({pixmap.width()} x {pixmap.height()} px)")
+            print(f"shown: {describe_shown(self.window.state)}")
+            print(f"ready after {time.perf_counter() - self.started:.1f} s")
         for message in self.errors:
             print(f"medstyle: error: {message}", file=sys.stderr)
         if self.errors:

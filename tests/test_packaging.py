@@ -1,0 +1,160 @@
+"""Packaging: the wheel carries every resource and the entry point, and installed into a
+fresh virtual environment outside the checkout it starts the GUI; the command line the
+app uses for its subprocesses is right both from Python and in a frozen build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from medstyle_gui.core.export import cli_command
+
+REPO = Path(__file__).resolve().parents[1]
+RESOURCES = REPO / "resources"
+ICON_SIZES = (16, 32, 48, 64, 128, 256)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def gui_env(home: Path) -> dict[str, str]:
+    """Offscreen, one torch thread, and settings under ``home`` (never the user's)."""
+    env = dict(os.environ)
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        OMP_NUM_THREADS="1",
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+    )
+    env.pop("PYTHONPATH", None)  # the checkout must not leak into the installed app
+    return env
+
+
+# -- the command line of the app's subprocesses --------------------------------------------
+
+
+def test_cli_command_from_python_runs_this_interpreter(monkeypatch) -> None:
+    monkeypatch.delattr(sys, "frozen", raising=False)
+    assert cli_command(["train", "gan", "--kimg", 1, Path("run")]) == [
+        sys.executable, "-m", "medstyle_gui", "train", "gan", "--kimg", "1", "run"
+    ]  # fmt: skip
+
+
+def test_cli_command_in_a_frozen_build_runs_the_program_itself(monkeypatch) -> None:
+    # PyInstaller sets sys.frozen; sys.executable is then the medstyle program, which
+    # takes the CLI words directly (there is no interpreter for `-m`)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", "/opt/medstyle/medstyle")
+    assert cli_command(["train", "encoder", "--model", Path("m")]) == [
+        "/opt/medstyle/medstyle", "train", "encoder", "--model", "m"
+    ]  # fmt: skip
+
+
+# -- the wheel ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once for the module (the slow part), from a clean
+    copy: stale ``build/`` output of the checkout must not slip into it."""
+    out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "medstyle"
+    junk = ("build", "dist", ".git", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*junk))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (path,) = out.glob("medstyle-*.whl")
+    return path
+
+
+def source_resources() -> list[str]:
+    """Every file under the checkout's ``resources/`` (relative, POSIX), bar caches."""
+    return sorted(
+        path.relative_to(RESOURCES).as_posix()
+        for path in RESOURCES.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    )
+
+
+def test_wheel_carries_resources_and_the_entry_point(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "medstyle = medstyle_gui.cli:main" in archive.read(entry_points).decode()
+    assert "trainer/data/volume.py" in names and "medstyle_gui/cli.py" in names
+    assert not any(n.startswith(("tests/", "resources/", "packaging/")) for n in names)
+    # everything under resources/ ships (the demo model and study included, when present)
+    missing = [f for f in source_resources() if f"medstyle_gui/resources/{f}" not in names]
+    assert not missing, f"not in the wheel: {missing}"
+    assert "medstyle_gui/resources/icons/medstyle.svg" in names
+    for size in ICON_SIZES:
+        assert f"medstyle_gui/resources/icons/medstyle_{size}.png" in names
+
+
+def test_icons_are_rendered_at_every_size() -> None:
+    assert (RESOURCES / "icons" / "medstyle.svg").is_file()
+    for size in ICON_SIZES:
+        assert png_size(RESOURCES / "icons" / f"medstyle_{size}.png") == (size, size)
+
+
+def test_wheel_installed_outside_the_checkout_starts_the_gui(wheel: Path, tmp_path: Path) -> None:
+    # a venv over the already installed dependencies (no downloads); pip from the base
+    # environment installs into it, so the venv needs none of its own
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    python = venv / "bin" / "python"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = gui_env(home)
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=home,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # the venv's copy wins over the editable install of the checkout
+    where = subprocess.run(
+        [str(python), "-c", "import medstyle_gui; print(medstyle_gui.__file__)"],
+        capture_output=True, text=True, timeout=120, cwd=home, env=env, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert Path(where).is_relative_to(venv), where
+    assert not Path(where).is_relative_to(REPO), where
+
+    shot = home / "x.png"
+    result = subprocess.run(
+        [str(venv / "bin" / "medstyle"), "gui", "--screenshot", str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=home,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    width, height = png_size(shot)
+    assert width > 800 and height > 400
