@@ -235,6 +235,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out=args.out,
         quick=sizes.name == "quick",
         settings=sizes,
+        bf16=args.bf16,
         seed=args.seed,
         refine_steps=args.refine_steps,
         progress=progress,
@@ -409,6 +410,7 @@ def add_latent_commands(sub, parser_class) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="which slices are drawn (0)")
     p.add_argument("--refine-steps", type=int, help="refinement steps when embedding")
+    p.add_argument("--bf16", action="store_true", help="refine in bfloat16 when embedding")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_evaluate)

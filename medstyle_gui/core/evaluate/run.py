@@ -151,6 +151,7 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
     settings: EvalSettings | None = None,
+    bf16: bool = False,
 ) -> Path:
     """Run ``experiments`` ("modality", "slice", "mixing", "curvature" or "all") and
     write the report folder ``out``; returns ``out``.
@@ -166,6 +167,7 @@ def evaluate(
         progress: called with a line of text as work proceeds.
         overwrite: replace an existing ``out`` (only once the new report is complete).
         settings: explicit sizes, e.g. :data:`MEDIUM` (overrides ``quick``'s choice).
+        bf16: refine in bfloat16 when embedding here (see ``embed_images``).
 
     Raises:
         ScanWriteError: ``out`` exists and ``overwrite`` is false (checked first).
@@ -196,6 +198,7 @@ def evaluate(
             quick=quick,
             refine_steps=s.refine_steps,
             progress=say,
+            bf16=bf16,
         )
         if ev.path is None and set(names) - {"curvature"}:
             raise ConfigError(
@@ -255,6 +258,7 @@ def _header(
         f"{ev.latents_path} ({int(ev.available.sum())} slices)"
         if ev.latents_path
         else f"embedded here: {ev.embedded} slices, {ev.refine_steps} refinement steps"
+        + (" (bf16)" if ev.bf16 else "")
     )
     facts = {
         "model": f"{model.name} ({model.folder})",
