@@ -12,9 +12,9 @@ Root attributes: ``format``, ``format_version``, ``created_utc``, ``software`` a
 mix, window, seed, embedding errors) and ``extra`` (JSON: the model folder and whatever
 the caller adds), and ``folder``: where the file was written. The scans themselves are
 not copied: the session names them, and opening it reads them again. A session moved
-together with its scans and model (a copied folder, an installed package) still opens:
-a saved path that no longer exists is looked for at the same place relative to the
-session file (:func:`relocate`). Written atomically; an existing file is replaced only when
+together with its scans and model (a copied folder, an installed package) opens its own
+copies: a saved path is looked for first at the same place relative to the session file
+(:func:`relocate`). Written atomically; an existing file is replaced only when
 asked; a damaged or foreign file is one line naming it.
 """
 
@@ -196,10 +196,11 @@ def load_session(
 
 
 def relocate(saved: str, saved_folder: str, folder: Path) -> str:
-    """``saved`` itself when it exists; else, when it lay under ``saved_folder`` (where the
-    session was written) or beside it, the same relative place from ``folder`` (where the
-    session is now) if something is there; else ``saved`` unchanged."""
-    if not saved or Path(saved).exists() or not saved_folder:
+    """Where a saved path is now: the same place relative to the session file when
+    something is there (the session moved together with its scans and model: a copied
+    folder, an installed package), else ``saved`` as written. ``saved_folder``: where
+    the session was written; ``folder``: where it is now."""
+    if not saved or not saved_folder:
         return saved
     try:
         relative = os.path.relpath(saved, saved_folder)

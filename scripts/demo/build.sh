@@ -6,8 +6,9 @@
 # Usage: scripts/demo/build.sh WORK_DIR [STAGE ...]
 #   STAGES: data gan encoder embed directions heldout evaluate pack (default: all, in order)
 # Every stage can be re-run: `gan` resumes its training, the others redo their step.
+# Refinement runs in bf16 (--bf16: 1.7x faster on a CPU with AVX512-BF16, same error).
 # Settings (environment): THREADS (torch threads, default: all cores), SIZE (64),
-# GAN_CONFIG (default scripts/demo/gan64.json), ENCODER_KIMG (20), EMBED_STEP (every Nth training
+# GAN_CONFIG (default scripts/demo/gan64.json), ENCODER_KIMG (15), EMBED_STEP (every Nth training
 # slice, 16), EMBED_STEPS (refinement steps for the training embeddings, 50), TRIALS (8),
 # HELDOUT_STEP (every Nth held-out slice, 16), REFINE_STEPS (350), EVAL_SIZES (medium),
 # REPORT (docs/report_demo).
@@ -50,13 +51,13 @@ stage_encoder() {
   # a fresh copy of the best snapshot: the encoder and directions go into it
   rm -rf "$bundle" encoder
   cp -r gan/bundle "$bundle"
-  medstyle train encoder --model "$bundle" --out encoder --kimg "${ENCODER_KIMG:-20}" \
+  medstyle train encoder --model "$bundle" --out encoder --kimg "${ENCODER_KIMG:-15}" \
     --batch 8 --lr 1e-3 --device cpu
 }
 
 stage_embed() {
   medstyle embed train.h5 --model "$bundle" --out latents_train.h5 --overwrite --quiet \
-    --slices "0::${EMBED_STEP:-16}" --refine-steps "${EMBED_STEPS:-50}"
+    --slices "0::${EMBED_STEP:-16}" --refine-steps "${EMBED_STEPS:-50}" --bf16
 }
 
 stage_directions() {
@@ -67,14 +68,15 @@ stage_directions() {
 stage_heldout() {
   # the paper's refinement on held-out patients: reconstruction errors and direction scores
   medstyle embed heldout.h5 --model "$bundle" --out latents_heldout.h5 --overwrite --quiet \
-    --slices "0::${HELDOUT_STEP:-16}" --refine-steps "${REFINE_STEPS:-350}" | tee heldout_embed.txt
+    --slices "0::${HELDOUT_STEP:-16}" --refine-steps "${REFINE_STEPS:-350}" --bf16 \
+    | tee heldout_embed.txt
   medstyle directions score --model "$bundle" --latents latents_heldout.h5 | tee heldout_scores.txt
   medstyle directions score --model "$bundle" --latents latents_heldout.h5 --json > heldout_scores.json
 }
 
 stage_evaluate() {
   medstyle evaluate all --model "$bundle" --data heldout.h5 --out "$report" \
-    --sizes "${EVAL_SIZES:-medium}" --overwrite
+    --sizes "${EVAL_SIZES:-medium}" --bf16 --overwrite
 }
 
 stage_pack() {
@@ -87,7 +89,7 @@ stage_pack() {
   # the demo study (held-out patient P0101) with every slice refined, opened by `medstyle`
   medstyle session "$repo/resources/demo/study" --model "$demo" \
     --out "$repo/resources/demo/demo.medstyle" --refine-steps "${REFINE_STEPS:-350}" \
-    --batch 32 --overwrite --quiet
+    --batch 32 --bf16 --overwrite --quiet
 }
 
 for stage in $stages; do

@@ -69,13 +69,19 @@ def test_a_moved_session_finds_its_scans_and_model(built: Path, tmp_path: Path) 
     assert Path(extra["opened"]["ct"]) == (moved / "study").resolve()
 
 
-def test_relocate_keeps_what_exists_and_what_it_cannot_find(tmp_path: Path) -> None:
-    here = tmp_path / "here"
-    here.mkdir()
-    assert relocate(str(here), "/old", tmp_path) == str(here)  # exists: kept
-    assert relocate("/old/scan.nii", "/old", tmp_path) == "/old/scan.nii"  # nothing there
-    (tmp_path / "scan.nii").write_bytes(b"")
-    assert relocate("/old/scan.nii", "/old", tmp_path) == str((tmp_path / "scan.nii").resolve())
+def test_relocate_prefers_what_moved_along_and_keeps_what_it_cannot_find(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    (old / "scans").mkdir(parents=True)
+    (old / "scans" / "a.nii").write_bytes(b"")
+    new = tmp_path / "new"
+    new.mkdir()
+    saved = str(old / "scans" / "a.nii")
+    assert relocate(saved, str(old), new) == saved  # nothing at the new place: as saved
+    (new / "scans").mkdir()
+    (new / "scans" / "a.nii").write_bytes(b"")
+    # the copy that moved with the session wins, though the original still exists
+    assert relocate(saved, str(old), new) == str((new / "scans" / "a.nii").resolve())
+    assert relocate("", str(old), new) == ""
 
 
 def test_describe_inputs() -> None:
