@@ -80,6 +80,7 @@ def test_frozen_app_takes_a_screenshot_outside_the_checkout(
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     width, height = png_size(shot)
     assert width > 800 and height > 400
+    assert "shown: model demo (64 px" in result.stdout and "(refined)" in result.stdout
 
 
 def test_frozen_app_runs_the_cli(frozen_app: Path, tmp_path: Path) -> None:

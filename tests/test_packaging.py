@@ -158,3 +158,5 @@ def test_wheel_installed_outside_the_checkout_starts_the_gui(wheel: Path, tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     width, height = png_size(shot)
     assert width > 800 and height > 400
+    # the wheel's own demo model and session, found inside the venv
+    assert "shown: model demo (64 px" in result.stdout and "(refined)" in result.stdout

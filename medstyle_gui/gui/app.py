@@ -199,7 +199,7 @@ def describe_shown(state) -> str:
         )
         parts.append(
             f"{explore.source.modality} {Path(explore.source.path).name} slice "
-            f"{i + 1}/{explore.source.num_slices} ({latent})"
+            f"{i}/{explore.source.num_slices - 1} ({latent})"  # as the Scans panel counts
         )
         if explore.paired is not None:
             parts.append(f"paired with {explore.paired.modality}")

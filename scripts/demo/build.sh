@@ -52,7 +52,7 @@ stage_encoder() {
   rm -rf "$bundle" encoder
   cp -r gan/bundle "$bundle"
   medstyle train encoder --model "$bundle" --out encoder --kimg "${ENCODER_KIMG:-15}" \
-    --batch 8 --lr 1e-3 --device cpu
+    --batch 8 --lr 1e-3 --device cpu --quiet
 }
 
 stage_embed() {
@@ -80,6 +80,7 @@ stage_evaluate() {
 }
 
 stage_pack() {
+  mkdir -p "$(dirname "$demo")"
   rm -rf "$demo.new"
   cp -r "$bundle" "$demo.new"
   du -sh "$demo.new"

@@ -179,11 +179,16 @@ def test_screenshot_from_the_command_line(tmp_path, tiny_bundle, real_t2_nifti):
     assert f"wrote {out}" in result.stdout
 
 
-def test_screenshot_without_a_model(tmp_path):
-    out = tmp_path / "empty.png"
+def test_screenshot_with_no_arguments_shows_the_demo(tmp_path):
+    """``medstyle gui`` alone: the demo model and study, the middle slice refined and
+    rendered."""
+    out = tmp_path / "demo.png"
     result = _gui(["--screenshot", str(out)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert _png_size(out)[0] > 800
+    shown = next(line for line in result.stdout.splitlines() if line.startswith("shown: "))
+    assert "model demo (64 px" in shown and "MR mr.nii.gz slice 44/87 (refined)" in shown
+    assert "paired with CT" in shown and shown.endswith("rendered")
 
 
 def test_screenshot_with_a_bad_model_says_so_and_fails(tmp_path):
