@@ -19,14 +19,15 @@ def _cmd_gui(args: argparse.Namespace) -> int:
         if not parent.is_dir():
             raise ConfigError(f"folder {parent} does not exist", args.screenshot)
     from medstyle_gui.core.session import SUFFIX
+    from medstyle_gui.core.session_build import describe_inputs
 
-    if len(args.scans) > 2:
-        raise ConfigError("give one scan, one paired study folder, or a CT and an MR")
     sessions = [p for p in args.scans if p.suffix == SUFFIX]
     if sessions and (len(args.scans) > 1 or args.model is not None):
         raise ConfigError("a session opens alone: it names its own model and scans", sessions[0])
     if sessions and not sessions[0].is_file():
         raise ConfigError("does not exist", sessions[0])
+    if args.scans and not sessions:
+        describe_inputs(args.scans)  # one scan, a study folder, or a CT and an MR
     return run_gui(args.model, args.scans, args.screenshot, args.device)
 
 

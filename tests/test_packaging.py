@@ -128,33 +128,27 @@ def test_wheel_installed_outside_the_checkout_starts_the_gui(wheel: Path, tmp_pa
     home = tmp_path / "home"
     home.mkdir()
     env = gui_env(home)
-    result = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=home,
-        env=env,
-    )
+
+    def run(*cmd: str | Path, timeout: int) -> subprocess.CompletedProcess:
+        """``cmd`` from outside the checkout, in the test's home and environment."""
+        return subprocess.run(
+            [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=home,
+            env=env,
+        )  # fmt: skip
+
+    pip = (python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel)
+    result = run(*pip, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
     # the venv's copy wins over the editable install of the checkout
-    where = subprocess.run(
-        [str(python), "-c", "import medstyle_gui; print(medstyle_gui.__file__)"],
-        capture_output=True, text=True, timeout=120, cwd=home, env=env, check=True,
-    ).stdout.strip()  # fmt: skip
+    where = run(python, "-c", "import medstyle_gui; print(medstyle_gui.__file__)", timeout=120)
+    assert where.returncode == 0, where.stderr
+    where = where.stdout.strip()
     assert Path(where).is_relative_to(venv), where
     assert not Path(where).is_relative_to(REPO), where
 
     shot = home / "x.png"
-    result = subprocess.run(
-        [str(venv / "bin" / "medstyle"), "gui", "--screenshot", str(shot)],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        cwd=home,
-        env=env,
-    )
+    result = run(venv / "bin" / "medstyle", "gui", "--screenshot", shot, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     width, height = png_size(shot)
     assert width > 800 and height > 400

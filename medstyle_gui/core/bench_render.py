@@ -123,7 +123,8 @@ def bench_render(model: Model, repeats: int = 20, *, seed: int = 0) -> dict[str,
     # blocks below CACHED_FROM and, as it starts from the cached pre-AdaIN activation, the
     # first 3x3 conv at CACHED_FROM (2 x MACs, as generator_flops_per_image counts).
     r = CACHED_FROM
-    first_conv_flops = 2.0 * 9 * cfg.channels(r // 2) * cfg.channels(r) * r * r
+    first_conv = model.G.synthesis.blocks[cfg.block_index(r)].layer0.conv
+    first_conv_flops = 2.0 * first_conv.macs(r, r)
     full_flops = generator_flops_per_image(cfg)
     skipped_flops = generator_flops_per_image(cfg, r // 2) + first_conv_flops
     out["rerun_flop_share"] = 1.0 - skipped_flops / full_flops

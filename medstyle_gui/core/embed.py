@@ -69,6 +69,15 @@ class EmbedResult:
     images: np.ndarray  # [N, R, R] refined reconstructions on [-1, 1]
     steps: int
 
+    def latents_by_slice(
+        self, rows: Sequence[int]
+    ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """``({slice number: refined w}, {slice number: encoder's w})``, each ``[w_dim]``,
+        where ``rows[k]`` is the slice number of result row k (the explorer's tables)."""
+        refined = {int(i): self.w[k] for k, i in enumerate(rows)}
+        encoder = {int(i): self.w_encoder[k] for k, i in enumerate(rows)}
+        return refined, encoder
+
     def errors_by_slice(self, rows: Sequence[int]) -> dict[int, dict[str, float]]:
         """``{slice number: {"encoder", "refined", "encoder_body", "refined_body"}}`` where
         ``rows[k]`` is the slice number of result row k (the explorer's table)."""

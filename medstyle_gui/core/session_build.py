@@ -13,8 +13,6 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medstyle_gui.core.embed import REFINE_STEPS, EmbedProgress, embed_images
 from medstyle_gui.core.explore import ExplorerState, ScanSlot, load_pair, load_scan
 from medstyle_gui.core.model import Model
@@ -86,13 +84,13 @@ def build_session(
 
     assert state.source is not None
     result = embed(state.source)
-    rows = np.arange(state.source.num_slices)
-    state.latents.update({int(i): result.w[i] for i in rows})
+    rows = range(state.source.num_slices)
+    state.latents.update(result.latents_by_slice(rows)[0])
     state.embed_errors.update(result.errors_by_slice(rows))
     done += len(rows)
     if state.paired is not None:
         paired = embed(state.paired)
-        state.paired_latents.update({int(i): paired.w[i] for i in range(len(paired.w))})
+        state.paired_latents.update(paired.latents_by_slice(range(state.paired.num_slices))[0])
     state.index = state.source.num_slices // 2
     extra = {"model": str(model.folder), "model_sha256": model.sha256, "opened": opened}
     return save_session(out, state, extra, overwrite=overwrite), state

@@ -202,8 +202,7 @@ class EmbedPanel(QWidget):
             return  # another scan or model was opened meanwhile: these latents are stale
         rows, result = out
         self.last_result = result
-        latents = {i: result.w[k] for k, i in enumerate(rows)}
-        encoder = {i: result.w_encoder[k] for k, i in enumerate(rows)}
+        latents, encoder = result.latents_by_slice(rows)
         errors = result.errors_by_slice(rows)
         # the whole run's mean loss per step replaces the live (per-batch) curve
         curve = result.loss_curve.mean(axis=1)
