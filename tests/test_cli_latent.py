@@ -77,6 +77,12 @@ def test_embed_refuses_an_existing_output_before_working(tiny_bundle, gan_data, 
         capsys, "embed", gan_data, "--model", tmp_path / "nowhere", "--out", tmp_path / "x.h5"
     )
     assert code == 1 and err.count("\n") == 1 and "nowhere" in err
+    code, _, err = run(
+        capsys, "embed", gan_data, "--model", tiny_bundle, "--out", tmp_path / "y.h5",
+        "--refine-lr", "0",
+    )  # fmt: skip
+    assert code == 1 and err.count("\n") == 1 and "--refine-lr 0: " in err
+    assert not (tmp_path / "y.h5").exists()
 
 
 def test_directions_fit_and_list(tiny_bundle: Path, tiny_latents: Path, tmp_path, capsys) -> None:

@@ -182,6 +182,7 @@ class DirectionsOptions:
     latents: str = ""  # LATENTS.h5 (read, or written by the embed step)
     embed_from: str | None = None  # DATA.h5 or a scan to embed first
     refine_steps: int | None = None
+    refine_lr: float | None = None
     labels: str | None = None  # CSV of extra 0/1 labels
     trials: int | None = None
     seed: int | None = None
@@ -200,6 +201,7 @@ class DirectionsOptions:
                 raise ConfigError("already exists (tick Overwrite to replace it)", self.latents)
             embed = ["embed", self.embed_from, "--model", self.model, "--out", self.latents]
             _flag(embed, "--refine-steps", self.refine_steps)
+            _flag(embed, "--refine-lr", self.refine_lr)
             _flag(embed, "--device", self.device)
             out.append(embed + ["--overwrite"] * self.overwrite)
         else:

@@ -142,6 +142,7 @@ def write_latents(
             "w_dim": model.w_dim,
             "num_ws": model.num_ws,
             "refine_steps": result.steps,
+            "refine_lr": result.lr,
             "source": slices.source,
         },
         overwrite=overwrite,

@@ -13,7 +13,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from medstyle_gui.core.embed import REFINE_STEPS, EmbedProgress, embed_images
+from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS, EmbedProgress, embed_images
 from medstyle_gui.core.explore import ExplorerState, ScanSlot, load_pair, load_scan
 from medstyle_gui.core.model import Model
 from medstyle_gui.core.session import save_session
@@ -41,13 +41,14 @@ def build_session(
     out: str | PathLike[str],
     *,
     steps: int = REFINE_STEPS,
+    lr: float = REFINE_LR,
     batch: int = 16,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     bf16: bool = False,
 ) -> tuple[Path, ExplorerState]:
     """Open ``paths`` (see :func:`describe_inputs`), embed every slice of the source and of
-    its pair with ``steps`` refinement steps, ``batch`` slices at a time, and save the
+    its pair with ``steps`` refinement steps at rate ``lr``, ``batch`` slices at a time, and save the
     session to ``out`` (on the middle slice). ``progress(slices_done, slices_total)``;
     ``bf16``: see :func:`~medstyle_gui.core.embed.embed_images`.
 
@@ -78,6 +79,7 @@ def build_session(
             slot.slices.modalities,
             steps=steps,
             batch=batch,
+            lr=lr,
             progress=step,
             bf16=bf16,
         )
@@ -92,5 +94,10 @@ def build_session(
         paired = embed(state.paired)
         state.paired_latents.update(paired.latents_by_slice(range(state.paired.num_slices))[0])
     state.index = state.source.num_slices // 2
-    extra = {"model": str(model.folder), "model_sha256": model.sha256, "opened": opened}
+    extra = {
+        "model": str(model.folder),
+        "model_sha256": model.sha256,
+        "opened": opened,
+        "refinement": {"steps": steps, "lr": lr},
+    }
     return save_session(out, state, extra, overwrite=overwrite), state

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from medstyle_gui.core.embed import EmbedCancelled, embed_images, refinement_loss
+from medstyle_gui.core.embed import (
+    CONVERGED_LR,
+    REFINE_LR,
+    EmbedCancelled,
+    embed_images,
+    refinement_loss,
+)
 from medstyle_gui.core.latents import (
     LatentsError,
     check_latents_model,
@@ -45,6 +51,18 @@ def test_refinement_lowers_the_error_from_the_encoders_start(model, slices) -> N
     # the reported reconstruction is G(w) of the returned latent
     again = model.synthesise(torch.from_numpy(result.w))[:, 0].numpy()
     np.testing.assert_allclose(again, result.images, atol=1e-5)
+
+
+def test_a_larger_rate_converges_further_in_the_same_steps(model, slices) -> None:
+    # the paper's rate stops short of the minimum in W; CONVERGED_LR gets closer to it
+    part = slices.subset(np.arange(0, len(slices.images), 24))
+    paper = embed_images(model, part.images, part.modalities, steps=40)
+    fast = embed_images(model, part.images, part.modalities, steps=40, lr=CONVERGED_LR)
+    assert paper.lr == REFINE_LR and fast.lr == CONVERGED_LR
+    assert fast.loss_curve[-1].mean() < 0.9 * paper.loss_curve[-1].mean()
+    assert np.median(fast.error_refined) < np.median(paper.error_refined)
+    with pytest.raises(ConfigError, match="lr > 0"):
+        embed_images(model, part.images, part.modalities, steps=1, lr=0.0)
 
 
 def test_bf16_refinement_reaches_the_float32_error_and_reports_float32_images(
@@ -122,12 +140,13 @@ def test_images_of_the_wrong_size_are_refused_in_one_line(model) -> None:
 
 def test_latents_file_round_trips_and_names_its_model(model, slices, tmp_path: Path) -> None:
     part = slices.subset(np.arange(4))
-    result = embed_images(model, part.images, part.modalities, steps=2)
+    result = embed_images(model, part.images, part.modalities, steps=2, lr=0.01)
     path = write_latents(tmp_path / "l.h5", model, part, result)
     latents = read_latents(path)
     np.testing.assert_array_equal(latents.w, result.w)
     np.testing.assert_array_equal(latents.columns["slice_index"], part.labels["slice_index"])
     assert latents.attrs["model_sha256"] == model.sha256 and latents.attrs["refine_steps"] == 2
+    assert latents.attrs["refine_lr"] == 0.01
     check_latents_model(latents, model, path)
     with pytest.raises(ScanWriteError, match="already exists"):
         write_latents(path, model, part, result)

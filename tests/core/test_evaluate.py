@@ -240,7 +240,7 @@ def test_evaluate_embeds_slices_of_a_cohort_folder(tiny):
         bf16=True,
     )
     report = (out / "report.md").read_text()
-    assert "embedded here: 8 slices, 1 refinement steps (bf16)" in report
+    assert "embedded here: 8 slices, 1 refinement steps at learning rate 0.001 (bf16)" in report
     assert "(phantom, 192 slices" in report
     with open(out / "mixing.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -68,6 +68,8 @@ def test_embed_current_slice(qtbot, pair_state) -> None:
     index = pair_state.explore.index
     assert "not refined yet" in embed.summary.text()
     embed.steps.setValue(40)
+    assert embed.lr.value() == 0.001  # the paper's rate unless the user picks another
+    embed.lr.setValue(0.01)
     with qtbot.waitSignal(pair_state.latentsChanged, timeout=WAIT_MS):
         embed.embed_button.click()
         assert not embed.embed_button.isEnabled() and embed.cancel_button.isEnabled()
@@ -81,6 +83,7 @@ def test_embed_current_slice(qtbot, pair_state) -> None:
     ex, _ = embed.refined_points.getData()
     assert list(ex) == [index]
     assert embed.progress.value() == 1000 and embed.embed_button.isEnabled()
+    assert embed.last_result.lr == 0.01 and "lr 0.01" in embed.progress.format()
 
 
 def test_embed_whole_scan_and_paired_slice(qtbot, pair_state) -> None:

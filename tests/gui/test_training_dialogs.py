@@ -115,11 +115,12 @@ def test_gan_encoder_and_directions_arguments(training_menu, qtbot, tmp_path: Pa
     fit.embed_first.setChecked(True)
     fit.embed_from.setText(data)
     fit.refine_steps.setValue(20)
+    fit.refine_lr.setValue(0.03)
     embed, directions = fit.commands()
     latents = str(tmp_path / "latents.h5")
     assert embed == [
         "embed", str(data), "--model", str(bundle), "--out", latents, "--refine-steps", "20",
-        "--device", "cpu",
+        "--refine-lr", "0.03", "--device", "cpu",
     ]  # fmt: skip
     assert directions[:6] == ["directions", "fit", "--model", str(bundle), "--latents", latents]
     fit.reject()

@@ -14,7 +14,8 @@ Layout (``format = "medstyle-latents"``, ``format_version = 1``)::
     volume              [N] int32  which CT or MR volume the slice came from (series row)
 
 Root attributes: ``format``, ``format_version``, ``model_sha256`` (generator.pt),
-``w_dim``, ``num_ws``, ``refine_steps``, ``source``, ``created_utc``, ``software``.
+``w_dim``, ``num_ws``, ``refine_steps``, ``refine_lr`` (written since it became an
+option; files without it used the paper's 1e-3), ``source``, ``created_utc``, ``software``.
 
 The file lives in ``trainer`` because direction fitting reads it; the application's
 embedding writes it through :func:`write_latents_file`.
@@ -76,7 +77,7 @@ def write_latents_file(
     overwrite: bool = False,
 ) -> Path:
     """Write a LATENTS.h5 atomically. ``errors`` holds :data:`ERROR_COLUMNS`, ``labels``
-    :data:`LABEL_COLUMNS`; ``attrs`` (model_sha256, w_dim, num_ws, refine_steps, source)
+    :data:`LABEL_COLUMNS`; ``attrs`` (model_sha256, w_dim, num_ws, refine_steps, refine_lr, source)
     join the format attributes."""
     path = Path(path)
     if path.suffix not in (".h5", ".hdf5"):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from medstyle_gui.core.embed import REFINE_STEPS, embed_images
+from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS, embed_images
 from medstyle_gui.core.latents import check_latents_model, read_latents
 from medstyle_gui.core.model import Model
 from trainer.data.dataset import (
@@ -58,6 +58,7 @@ class EvalData:
     source: str
     phantom: bool | None
     refine_steps: int
+    refine_lr: float = REFINE_LR
     latents_path: Path | None = None
     _latents: np.ndarray | None = None  # [N, w_dim] from LATENTS.h5, rows as the dataset
     _cache: dict[int, np.ndarray] = field(default_factory=dict)
@@ -128,6 +129,7 @@ class EvalData:
                 self.images(chunk),
                 self.modality(chunk),
                 steps=self.refine_steps,
+                lr=self.refine_lr,
                 batch=BATCH,
                 bf16=self.bf16,
             )
@@ -242,6 +244,7 @@ def open_eval_data(
     workdir: str | PathLike[str] | None = None,
     quick: bool = False,
     refine_steps: int | None = None,
+    refine_lr: float | None = None,
     bf16: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> EvalData:
@@ -257,12 +260,16 @@ def open_eval_data(
             experiments use are embedded with ``refine_steps`` steps.
         workdir: an existing folder for a dataset built from a study folder.
         refine_steps: refinement steps when embedding (None: the paper's 350).
+        refine_lr: refinement learning rate when embedding (None: the paper's 1e-3).
         bf16: refine in bfloat16 when embedding (faster on CPUs with bf16 units).
         progress: called with a line of text while building or embedding.
     """
     steps = REFINE_STEPS if refine_steps is None else int(refine_steps)
     if steps < 0:
         raise ConfigError(f"--refine-steps {steps}: must be 0 or more")
+    lr = REFINE_LR if refine_lr is None else float(refine_lr)
+    if not lr > 0:
+        raise ConfigError(f"--refine-lr {lr:g}: must be more than 0")
     if data is None and latents is None:
         raise ConfigError("evaluate needs --data (a slice dataset or a phantom cohort folder)")
     lat = None
@@ -311,6 +318,7 @@ def open_eval_data(
         w_rows = np.zeros((n, model.w_dim), np.float32)
         w_rows[available] = lat.w[index[available]]
         steps = int(lat.attrs.get("refine_steps", steps))
+        lr = float(lat.attrs.get("refine_lr", REFINE_LR))
     else:
         available = np.ones(n, bool)
     return EvalData(
@@ -321,6 +329,7 @@ def open_eval_data(
         source=source_text,
         phantom=phantom,
         refine_steps=steps,
+        refine_lr=lr,
         latents_path=None if latents is None else Path(latents),
         _latents=w_rows,
         _convert=convert,

@@ -39,6 +39,7 @@ import trainer
 from medstyle_gui.core.evaluate import figures, report
 from medstyle_gui.core.evaluate.curvature import curvature_table
 from medstyle_gui.core.evaluate.data import EvalData, open_eval_data
+from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS
 from medstyle_gui.core.evaluate.mixing import style_transfer
 from medstyle_gui.core.evaluate.modality import get_direction, modality_sweep
 from medstyle_gui.core.evaluate.slice_walk import slice_walk
@@ -111,9 +112,10 @@ def _not_comparable(model: Model, data: EvalData, quick: bool, s: EvalSettings) 
             f"W has {model.w_dim} dimensions (the paper: 512): distances along a unit normal "
             "(alpha, units per slice, factors, curvatures) are on another scale."
         )
-    if data.refine_steps != 350:
+    if data.refine_steps != REFINE_STEPS or data.refine_lr != REFINE_LR:
         notes.append(
-            f"Slices were embedded with {data.refine_steps} refinement steps (the paper: 350)."
+            f"Slices were embedded with {data.refine_steps} refinement steps at learning rate "
+            f"{data.refine_lr:g} (the paper: {REFINE_STEPS} at {REFINE_LR:g})."
         )
     if s != FULL:
         what = (
@@ -148,6 +150,7 @@ def evaluate(
     quick: bool = False,
     seed: int = 0,
     refine_steps: int | None = None,
+    refine_lr: float | None = None,
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
     settings: EvalSettings | None = None,
@@ -164,6 +167,7 @@ def evaluate(
             phantom pairs are not registered then (they need no registration).
         seed: chooses slices and volumes and seeds the curvature points.
         refine_steps: refinement steps when embedding here (default: the settings').
+        refine_lr: refinement learning rate when embedding here (default: the paper's).
         progress: called with a line of text as work proceeds.
         overwrite: replace an existing ``out`` (only once the new report is complete).
         settings: explicit sizes, e.g. :data:`MEDIUM` (overrides ``quick``'s choice).
@@ -197,6 +201,7 @@ def evaluate(
             workdir=work,
             quick=quick,
             refine_steps=s.refine_steps,
+            refine_lr=refine_lr,
             progress=say,
             bf16=bf16,
         )
@@ -257,7 +262,8 @@ def _header(
     latents = (
         f"{ev.latents_path} ({int(ev.available.sum())} slices)"
         if ev.latents_path
-        else f"embedded here: {ev.embedded} slices, {ev.refine_steps} refinement steps"
+        else f"embedded here: {ev.embedded} slices, {ev.refine_steps} refinement steps "
+        f"at learning rate {ev.refine_lr:g}"
         + (" (bf16)" if ev.bf16 else "")
     )
     facts = {

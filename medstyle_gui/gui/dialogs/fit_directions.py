@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QSpinBox, QWidget
+from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QWidget
 
 from medstyle_gui.core.export import DirectionsOptions
 from medstyle_gui.gui.dialogs import (
@@ -45,6 +45,13 @@ class FitDirectionsDialog(CommandDialog):
         self.refine_steps.setValue(350)
         self.refine_steps.setToolTip("refinement steps per slice (the paper: 350)")
         f.addRow("Refinement steps", self.refine_steps)
+        self.refine_lr = QDoubleSpinBox()
+        self.refine_lr.setDecimals(4)
+        self.refine_lr.setRange(1e-4, 0.3)
+        self.refine_lr.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
+        self.refine_lr.setValue(1e-3)
+        self.refine_lr.setToolTip("refinement learning rate (the paper: 0.001)")
+        f.addRow("Refinement rate", self.refine_lr)
         self.latents = PathEdit("open", "Latents (*.h5)", "LATENTS.h5", self)
         f.addRow("Latents file", self.latents)
         self.labels = PathEdit("open", "CSV (*.csv)", "optional: a 'row' column, 0/1 labels")
@@ -68,6 +75,7 @@ class FitDirectionsDialog(CommandDialog):
     def _embed_toggled(self, on: bool) -> None:
         self.embed_from.setEnabled(on)
         self.refine_steps.setEnabled(on)
+        self.refine_lr.setEnabled(on)
         self.latents.mode = "save" if on else "open"
 
     def options(self) -> DirectionsOptions:
@@ -77,6 +85,7 @@ class FitDirectionsDialog(CommandDialog):
             latents=self.latents.text(),
             embed_from=self.embed_from.text() if embed else None,
             refine_steps=self.refine_steps.value() if embed else None,
+            refine_lr=self.refine_lr.value() if embed else None,
             labels=self.labels.text() or None,
             trials=self.trials.value(),
             seed=self.seed.value(),

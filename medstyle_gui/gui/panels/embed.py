@@ -18,6 +18,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -27,7 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from medstyle_gui.core.embed import REFINE_STEPS, EmbedProgress, embed_images
+from medstyle_gui.core.embed import (
+    CONVERGED_LR,
+    CONVERGED_STEPS,
+    REFINE_LR,
+    REFINE_STEPS,
+    EmbedProgress,
+    embed_images,
+)
 from medstyle_gui.core.evaluate.scoring import error_unit
 from medstyle_gui.gui.panels._background import BLUE, GREY, ORANGE, LatestJob, plot_widget
 
@@ -89,6 +97,17 @@ class EmbedPanel(QWidget):
         self.steps.setToolTip(
             "Refinement steps after the encoder's guess (the paper: 350; 0: encoder only)"
         )
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(4)
+        self.lr.setRange(1e-4, 0.3)
+        self.lr.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
+        self.lr.setValue(REFINE_LR)
+        self.lr.setPrefix("lr ")
+        self.lr.setToolTip(
+            f"Refinement learning rate (the paper: {REFINE_LR:g}). {CONVERGED_STEPS} steps at "
+            f"{CONVERGED_LR:g} run the refinement to convergence: lower errors, latents "
+            "further from the encoder's guess"
+        )
         self.embed_button = QPushButton("Embed")
         self.embed_button.setToolTip("Encode and refine (Ctrl+E)")
         self.embed_button.setShortcut("Ctrl+E")
@@ -126,6 +145,7 @@ class EmbedPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.scope, 1)
         row.addWidget(self.steps)
+        row.addWidget(self.lr)
         row.addWidget(self.embed_button)
         row.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
@@ -158,7 +178,7 @@ class EmbedPanel(QWidget):
         rows = list(range(slot.num_slices)) if scope == "volume" else [state.index]
         images = slot.slices.images[rows]
         modalities = [slot.modality] * len(rows)
-        steps, feed = int(self.steps.value()), self._feed
+        steps, lr, feed = int(self.steps.value()), float(self.lr.value()), self._feed
         self._run += 1
         run = self._run
 
@@ -175,6 +195,7 @@ class EmbedPanel(QWidget):
                 images,
                 modalities,
                 steps=steps,
+                lr=lr,
                 batch=BATCH,
                 progress=step,
                 cancel=cancel.is_set,
@@ -210,7 +231,9 @@ class EmbedPanel(QWidget):
         what = f"slice {rows[0]}" if len(rows) == 1 else f"mean of {len(rows)} slices"
         self.loss_plot.setTitle(f"refinement loss, {what}", color=GREY)
         self.progress.setValue(1000)
-        self.progress.setFormat(f"done: {len(rows)} slice(s), {result.steps} steps")
+        self.progress.setFormat(
+            f"done: {len(rows)} slice(s), {result.steps} steps at lr {result.lr:g}"
+        )
         if paired:
             self.state.set_latents(latents, encoder=encoder, paired=True)
         else:
