@@ -48,8 +48,8 @@ def build_session(
     bf16: bool = False,
 ) -> tuple[Path, ExplorerState]:
     """Open ``paths`` (see :func:`describe_inputs`), embed every slice of the source and of
-    its pair with ``steps`` refinement steps at rate ``lr``, ``batch`` slices at a time, and save the
-    session to ``out`` (on the middle slice). ``progress(slices_done, slices_total)``;
+    its pair with ``steps`` refinement steps at rate ``lr``, ``batch`` slices at a time,
+    and save the session to ``out`` (on the middle slice). ``progress(slices_done, slices_total)``;
     ``bf16``: see :func:`~medstyle_gui.core.embed.embed_images`.
 
     Returns the file and the state saved (with its scans).

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 import trainer
+from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS
 from medstyle_gui.core.evaluate import figures, report
 from medstyle_gui.core.evaluate.curvature import curvature_table
 from medstyle_gui.core.evaluate.data import EvalData, open_eval_data
-from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS
 from medstyle_gui.core.evaluate.mixing import style_transfer
 from medstyle_gui.core.evaluate.modality import get_direction, modality_sweep
 from medstyle_gui.core.evaluate.slice_walk import slice_walk
@@ -263,8 +263,7 @@ def _header(
         f"{ev.latents_path} ({int(ev.available.sum())} slices)"
         if ev.latents_path
         else f"embedded here: {ev.embedded} slices, {ev.refine_steps} refinement steps "
-        f"at learning rate {ev.refine_lr:g}"
-        + (" (bf16)" if ev.bf16 else "")
+        f"at learning rate {ev.refine_lr:g}" + (" (bf16)" if ev.bf16 else "")
     )
     facts = {
         "model": f"{model.name} ({model.folder})",
