@@ -278,6 +278,7 @@ def run_gui(
     window = MainWindow(state, settings=settings)
     window.show()
     if screenshot is not None:
+        window.ask_before_quitting = False  # nobody is there to answer
         window.resize(*SCREENSHOT_SIZE)  # after show: the docks' hints are settled then
     open_inputs(window, model, scans, device or default_device())
     if screenshot is None:

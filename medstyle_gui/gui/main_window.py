@@ -111,6 +111,8 @@ class MainWindow(QMainWindow):
         self._default_state = self.saveState()
         self.last_error = ""
         self._error_box: QMessageBox | None = None
+        #: ask before closing stops a run or an embedding (not for screenshots)
+        self.ask_before_quitting = True
         self._setting_window = False
         self._connect()
         self._restore_settings()
@@ -465,7 +467,33 @@ class MainWindow(QMainWindow):
             screen = self.screen().availableGeometry()
             self.resize(min(DEFAULT_SIZE[0], screen.width()), min(DEFAULT_SIZE[1], screen.height()))
 
+    def work_in_progress(self) -> list[str]:
+        """What closing would stop: running training commands and in-app work
+        (embeddings, exports), one line each."""
+        runs = [
+            f"training run: {m.spec.title}"
+            for m in self.panels["training"].training.monitors
+            if m.runner.running
+        ]
+        return runs + [task.name for task in self.state.tasks.tasks]
+
+    def confirm_quit(self, running: list[str]) -> bool:
+        """Ask before stopping ``running`` (the lines of :meth:`work_in_progress`)."""
+        answer = QMessageBox.question(
+            self,
+            "Quit medstyle?",
+            "Still running:\n  " + "\n  ".join(running) + "\n\nQuit and stop it? A training "
+            "run saves its checkpoint first and can be resumed; other work is lost.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        running = self.work_in_progress() if self.ask_before_quitting else []
+        if running and not self.confirm_quit(running):
+            event.ignore()
+            return
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()

@@ -225,3 +225,31 @@ def test_a_session_opens_with_its_model_scans_and_latents(
         lambda: state.last_result is not None and state.truth is not None, timeout=WAIT_MS
     )
     assert "session restored" in window.statusBar().currentMessage()
+
+
+def test_closing_while_work_runs_asks_first(qtbot, app_state, settings, monkeypatch):
+    from medstyle_gui.gui.main_window import MainWindow
+
+    win = MainWindow(app_state, settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    asked: list[list[str]] = []
+    answer = {"quit": False}
+
+    def confirm(self, running: list[str]) -> bool:
+        asked.append(running)
+        return answer["quit"]
+
+    monkeypatch.setattr(MainWindow, "confirm_quit", confirm)
+
+    def work(progress, cancel) -> None:
+        while not cancel.is_set():
+            cancel.wait(0.01)
+
+    app_state.run_task("embedding 88 slices", work)
+    assert win.work_in_progress() == ["embedding 88 slices"]
+    assert not win.close() and win.isVisible()  # the user said no: nothing stops
+    assert asked == [["embedding 88 slices"]] and app_state.tasks.busy
+    answer["quit"] = True
+    assert win.close() and not win.isVisible()
+    assert len(asked) == 2 and not app_state.tasks.busy  # the work was stopped
