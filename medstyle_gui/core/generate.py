@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medstyle_gui.core.latent import apply_directions, manipulate
+from medstyle_gui.core.latent import apply_directions, broadcast, manipulate, mix, parse_layers
 from medstyle_gui.core.model import Model
 from trainer.data.dataset import MODALITY_CODES, SEX_CODES, dataset_geometry, open_dataset
 from trainer.data.provenance import Provenance
@@ -47,6 +47,10 @@ class GenerateRequest:
     truncation_psi: float = DEFAULT_TRUNCATION  # for a random start
     centre: float = 0.5  # where the start slice sits in the volume, 0 inferior .. 1 superior
     batch: int = 32  # slices rendered together
+    mix_w: np.ndarray | None = None  # [w_dim] whose styles mix_layers take (walks along too)
+    mix_layers: tuple[str, ...] = ()  # "8x8", "16-32", "fine"...: see core.latent.parse_layers
+    mix_label: str = ""  # where mix_w came from (provenance)
+    output_modality: str | None = None  # units of the images (None: the walked latent's)
 
 
 @dataclass
@@ -161,19 +165,29 @@ def generate_volume(
             raise ConfigError(f"unknown {name} {value!r} (one of {', '.join(codes)})")
         w, alpha = move_to_class(model, w, name, codes.index(value))
         moves.append({"direction": name, "target": value, "alpha": alpha})
-    modality = request.modality or _predicted_modality(model, w)
+    modality = request.output_modality or request.modality or _predicted_modality(model, w)
+    target, layers = _mix_target(model, request)
 
     step = float(calibration["units_per_slice"])
     below = round(request.centre * (request.slices - 1))
     offsets = (np.arange(request.slices) - below) * step
+
+    def walk(start_w: torch.Tensor, chunk: np.ndarray) -> torch.Tensor:
+        moves = [[(slice_dir, float(a))] for a in chunk]
+        return torch.cat([apply_directions(start_w, m, 1.0, model.w_mean) for m in moves])
+
     slice_ws, images = [], []
     for start in range(0, request.slices, request.batch):
         chunk = offsets[start : start + request.batch]
-        ws = torch.cat(
-            [apply_directions(w, [(slice_dir, float(a))], 1.0, model.w_mean) for a in chunk]
-        )
+        ws = walk(w, chunk)
         slice_ws.append(ws.cpu())
-        images.append(model.synthesise(ws)[:, 0].cpu())
+        if target is None:
+            images.append(model.synthesise(ws)[:, 0].cpu())
+        else:  # the mixed-in latent walks too, so both stay at the same slice position
+            mixed = mix(
+                broadcast(ws, model.num_ws), broadcast(walk(target, chunk), model.num_ws), layers
+            )
+            images.append(model.G.synthesise(mixed, noise_mode="const")[:, 0].cpu())
         if progress is not None:
             progress(min(start + request.batch, request.slices), request.slices)
     unit = torch.cat(images).numpy()
@@ -191,7 +205,8 @@ def generate_volume(
     )
     provenance = Provenance(
         synthetic=True,
-        description=f"synthetic {modality} volume, a latent walked along the slice direction",
+        description=f"synthetic {modality} volume, a latent walked along the slice direction"
+        + (f", {'/'.join(request.mix_layers)} styles mixed in" if target is not None else ""),
         model_sha256=model.sha256,
         recipe={
             "model": model.name,
@@ -204,6 +219,11 @@ def generate_volume(
                 "start_slice": below,
             },
             "spacing_mm": [slice_mm, float(pixel), float(pixel)],
+            **(
+                {"mix": {"layers": list(request.mix_layers), "from": request.mix_label or "given"}}
+                if target is not None
+                else {}
+            ),
         },
         source_files=[Path(request.start_label.split(":")[0]).name] if request.start_label else [],
     )
@@ -218,6 +238,20 @@ def generate_volume(
         meta={"description": provenance.description},
     )
     return GeneratedVolume(volume, provenance, torch.cat(slice_ws).numpy())
+
+
+def _mix_target(model: Model, request: GenerateRequest) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(mix_w [1, w_dim] or None, layer mask [num_ws])`` of ``request``; None when no
+    layer is chosen or no latent is given."""
+    layers = parse_layers(model.G.cfg, request.mix_layers)
+    if request.mix_w is None or not bool(layers.any()):
+        return None, layers
+    target = torch.as_tensor(np.asarray(request.mix_w, np.float32)).reshape(1, -1)
+    if target.shape[1] != model.w_dim:
+        raise ConfigError(
+            f"the mix latent has {target.shape[1]} values; the model's w has {model.w_dim}"
+        )
+    return target.to(model.device), layers
 
 
 def _predicted_modality(model: Model, w: torch.Tensor) -> str:

@@ -67,6 +67,21 @@ def test_volume_from_a_seed_reads_back(qtbot, model_state, tmp_path: Path, refus
     assert "not written" in panel.status.text()
 
 
+def test_a_volume_keeps_the_style_mix(qtbot, model_state, tmp_path: Path, refuse) -> None:
+    from trainer.data.read import read_sidecar
+
+    st = model_state.explore
+    st.mix_layers, st.mix_source, st.mix_seed = ["16-32"], "seed", 11
+    panel = ExportPanel(model_state)
+    qtbot.addWidget(panel)
+    panel.slices.setValue(3)
+    assert panel.export_volume(tmp_path / "mixed.nii.gz") is not None
+    qtbot.waitUntil(lambda: panel.task is None, timeout=WAIT_MS)
+    recipe = read_sidecar(tmp_path / "mixed.nii.gz")["provenance"]["recipe"]
+    assert recipe["mix"] == {"layers": ["16-32"], "from": "seed 11"}
+    assert recipe["explorer"]["mix"] == {"layers": ["16-32"], "source": "seed"}
+
+
 def test_slice_dicom_pngs_and_metrics(qtbot, t2_state, tmp_path: Path, refuse) -> None:
     import pydicom
 

@@ -100,7 +100,8 @@ class ExportPanel(QWidget):
         f = QFormLayout(volume)
         note = QLabel(
             "The current latent, with the sliders' moves, walked along the slice "
-            "direction, one generated slice per step (style mixing is not applied).",
+            "direction, one generated slice per step; a style mix is kept, its latent "
+            "walking along with the current one.",
             volume,
         )
         note.setWordWrap(True)
@@ -380,7 +381,16 @@ class ExportPanel(QWidget):
         from medstyle_gui.core.generate import GenerateRequest
 
         label = f"{recipe.source_file}:{recipe.slice_index}" if recipe.source_file else ""
-        request = GenerateRequest(slices=self.slices.value(), start_w=w, start_label=label)
+        mix_w = explore.mix_w(self.state.snapshot(), model) if recipe.mix_layers else None
+        request = GenerateRequest(
+            slices=self.slices.value(),
+            start_w=w,
+            start_label=label,
+            mix_w=mix_w,
+            mix_layers=recipe.mix_layers if mix_w is not None else (),
+            mix_label=_mix_label(self.state.explore) if mix_w is not None else "",
+            output_modality=recipe.modality,
+        )
 
         def work(progress, cancel):
             return core_export.export_volume(
@@ -439,3 +449,15 @@ class ExportPanel(QWidget):
     def clear_rows(self) -> None:
         self.rows.clear()
         self._update()
+
+
+def _mix_label(st: explore.ExplorerState) -> str:
+    """Where the mixed-in latent comes from, for the provenance: "seed 11", "the paired
+    scan's slice 44 (mr.nii.gz)" or "slice 12 of ct.nii.gz"."""
+    if st.mix_source == "seed":
+        return f"seed {st.mix_seed}"
+    if st.mix_source == "paired" and st.paired is not None:
+        return f"the paired scan's slice {st.index} ({Path(st.paired.path).name})"
+    if st.mix_source == "slice" and st.source is not None:
+        return f"slice {st.mix_slice} of {Path(st.source.path).name}"
+    return st.mix_source or ""
