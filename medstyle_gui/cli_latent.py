@@ -25,10 +25,14 @@ def _load(args: argparse.Namespace):
 
 
 def _refine_lr(args: argparse.Namespace) -> float | None:
-    """``--refine-lr``, checked before anything slow starts (None: the paper's)."""
+    """``--refine-lr`` (and ``--refine-steps``), checked before anything slow starts
+    (None: the default)."""
     lr = args.refine_lr
     if lr is not None and not lr > 0:
         raise ConfigError(f"--refine-lr {lr:g}: the learning rate must be more than 0")
+    steps = getattr(args, "refine_steps", None)
+    if steps is not None and steps < 0:
+        raise ConfigError(f"--refine-steps {steps}: must be 0 or more")
     return lr
 
 
@@ -50,16 +54,17 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from medstyle_gui.core.embed import REFINE_LR, EmbedProgress, embed_images
+    from medstyle_gui.core.embed import EmbedProgress, embed_images
     from medstyle_gui.core.latents import load_slices, parse_rows, write_latents
     from trainer.files import ensure_can_write
 
     ensure_can_write(args.out, args.overwrite)  # fail before the slow part
-    lr = _refine_lr(args)
+    _refine_lr(args)
     model = _load(args)
+    steps, lr = _refinement(args, model)
     slices = load_slices(model, args.scan, series_uid=args.series, modality=args.modality)
     slices = slices.subset(parse_rows(args.slices, len(slices.images)))
-    n, steps = len(slices.images), args.refine_steps
+    n = len(slices.images)
     bar = _progress_bar(n * (steps + 1), "step", args.quiet)
 
     def progress(p: EmbedProgress) -> None:
@@ -77,7 +82,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             slices.modalities,
             steps=steps,
             batch=args.batch,
-            lr=REFINE_LR if lr is None else lr,
+            lr=lr,
             progress=progress,
             bf16=args.bf16,
         )
@@ -87,7 +92,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     write_latents(args.out, model, slices, result, overwrite=args.overwrite)
     print(
         f"embedded {n} slices of {slices.source} in {seconds:.1f} s "
-        f"({n / seconds:.2f} slices/s, {steps} refinement steps)"
+        f"({n / seconds:.2f} slices/s, {steps} refinement steps at lr {lr:g})"
     )
     modalities = np.array(slices.modalities)
     for modality, measure in (("CT", "MAE HU"), ("MR", "RMSE")):
@@ -107,13 +112,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_session(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from medstyle_gui.core.embed import REFINE_LR
     from medstyle_gui.core.session_build import build_session
     from trainer.files import ensure_can_write
 
     ensure_can_write(args.out, args.overwrite)  # fail before loading anything
-    lr = _refine_lr(args)
+    _refine_lr(args)
     model = _load(args)
+    steps, lr = _refinement(args, model)
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -128,8 +133,8 @@ def _cmd_session(args: argparse.Namespace) -> int:
             model,
             args.scans,
             args.out,
-            steps=args.refine_steps,
-            lr=REFINE_LR if lr is None else lr,
+            steps=steps,
+            lr=lr,
             batch=args.batch,
             progress=progress,
             overwrite=args.overwrite,
@@ -139,7 +144,8 @@ def _cmd_session(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     n = len(state.latents) + len(state.paired_latents)
-    print(f"embedded {n} slices in {time.perf_counter() - start:.1f} s ({args.refine_steps} steps)")
+    seconds = time.perf_counter() - start
+    print(f"embedded {n} slices in {seconds:.1f} s ({steps} steps at lr {lr:g})")
     errors = [e["refined"] for e in state.embed_errors.values()]
     if errors and state.source is not None:
         measure = "MAE HU" if state.source.modality == "CT" else "RMSE"
@@ -153,7 +159,8 @@ def _cmd_directions_fit(args: argparse.Namespace) -> int:
     from trainer.directions import fit_directions, load_directions, save_directions
 
     model = _load(args)
-    check_latents_model(read_latents(args.latents), model, args.latents)
+    latents = read_latents(args.latents)
+    check_latents_model(latents, model, args.latents)
     if load_directions(args.model) and not args.overwrite:
         raise ConfigError(
             f"{args.model}: the bundle already has directions (add --overwrite to replace them)"
@@ -161,9 +168,19 @@ def _cmd_directions_fit(args: argparse.Namespace) -> int:
     directions = fit_directions(
         args.latents, extra_labels_csv=args.labels, trials=args.trials, seed=args.seed
     )
-    save_directions(args.model, directions, overwrite=args.overwrite)
+    embedding = {
+        "refine_steps": int(latents.attrs.get("refine_steps", 350)),
+        "refine_lr": float(latents.attrs.get("refine_lr", 1e-3)),  # older files: the paper's
+        "latents": Path(args.latents).name,
+        "slices": len(latents.w),
+    }
+    save_directions(args.model, directions, overwrite=args.overwrite, embedding=embedding)
     print(_format_directions(directions))
-    print(f"saved {len(directions)} directions in {args.model}")
+    print(
+        f"saved {len(directions)} directions in {args.model} (fitted on latents refined "
+        f"{embedding['refine_steps']} steps at lr {embedding['refine_lr']:g}: embedding "
+        "defaults to the same)"
+    )
     return 0
 
 
@@ -351,14 +368,35 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
 
-def _refine_lr_option(p: argparse.ArgumentParser) -> None:
+def _refine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        metavar="N",
+        help="refinement steps (default: those the model's directions were fitted with, "
+        "else the paper's 350)",
+    )
+    _refine_lr_option(p, "those the model's directions were fitted with, else the paper's")
+
+
+def _refine_lr_option(p: argparse.ArgumentParser, default: str = "the paper's") -> None:
     p.add_argument(
         "--refine-lr",
         type=float,
         metavar="LR",
-        help="refinement learning rate (default 0.001, the paper's; 0.03 with 500 steps "
-        "runs the refinement to convergence: lower errors, further from the encoder's guess)",
+        help=f"refinement learning rate (default: {default} 0.001; 0.03 with 500 steps runs "
+        "the refinement to convergence: lower errors, further from the encoder's guess)",
     )
+
+
+def _refinement(args: argparse.Namespace, model) -> tuple[int, float]:
+    """``(steps, lr)``: the flags where given, else the model's defaults."""
+    from medstyle_gui.core.embed import refinement_settings
+
+    steps, lr = refinement_settings(model)
+    if args.refine_steps is not None:
+        steps = args.refine_steps
+    return steps, lr if args.refine_lr is None else args.refine_lr
 
 
 def add_latent_commands(sub, parser_class) -> None:
@@ -367,8 +405,7 @@ def add_latent_commands(sub, parser_class) -> None:
     p.add_argument("scan", type=Path, help="DICOM folder or file, NIfTI, MHA, NRRD, or DATA.h5")
     _model_options(p)
     p.add_argument("--out", type=Path, required=True, help="LATENTS.h5 to write")
-    p.add_argument("--refine-steps", type=int, default=350, help="refinement steps (350)")
-    _refine_lr_option(p)
+    _refine_options(p)
     p.add_argument("--batch", type=int, default=16, help="slices refined together (16)")
     p.add_argument("--slices", metavar="A:B", help="only these rows: a:b, a:b:step or i,j,k")
     p.add_argument("--series", metavar="UID", help="which DICOM series of a folder")
@@ -388,8 +425,7 @@ def add_latent_commands(sub, parser_class) -> None:
     )
     _model_options(p)
     p.add_argument("--out", type=Path, required=True, help="SESSION.medstyle to write")
-    p.add_argument("--refine-steps", type=int, default=350, help="refinement steps (350)")
-    _refine_lr_option(p)
+    _refine_options(p)
     p.add_argument("--batch", type=int, default=16, help="slices refined together (16)")
     p.add_argument(
         "--bf16", action="store_true", help="refine in bfloat16 (faster on CPUs/GPUs with bf16)"

@@ -85,7 +85,9 @@ def test_embed_refuses_an_existing_output_before_working(tiny_bundle, gan_data, 
     assert not (tmp_path / "y.h5").exists()
 
 
-def test_directions_fit_and_list(tiny_bundle: Path, tiny_latents: Path, tmp_path, capsys) -> None:
+def test_directions_fit_and_list(
+    tiny_bundle: Path, tiny_latents: Path, gan_data: Path, tmp_path, capsys
+) -> None:
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
     code, _, err = run(
         capsys, "directions", "fit", "--model", bundle, "--latents", tiny_latents, "--trials", "2"
@@ -109,6 +111,22 @@ def test_directions_fit_and_list(tiny_bundle: Path, tiny_latents: Path, tmp_path
     assert "units/slice" in text
     code, listed, _ = run(capsys, "directions", "list", "--model", bundle)
     assert code == 0 and "modality" in listed
+    # the bundle records how its directions' latents were refined, and embedding follows
+    from medstyle_gui.core.embed import refinement_settings
+    from medstyle_gui.core.latents import read_latents
+    from medstyle_gui.core.model import load_model
+
+    attrs = read_latents(tiny_latents).attrs
+    assert "fitted on latents refined 10 steps at lr 0.001" in text
+    model = load_model(bundle)
+    assert model.embedding["latents"] == tiny_latents.name
+    assert refinement_settings(model) == (int(attrs["refine_steps"]), 0.001)
+    out = tmp_path / "two.h5"
+    code, text, err = run(
+        capsys, "embed", gan_data, "--model", bundle, "--out", out, "--slices", "0:2", "--quiet"
+    )
+    assert code == 0, err
+    assert f"{int(attrs['refine_steps'])} refinement steps at lr 0.001" in text
 
 
 def test_directions_score_reports_accuracy_on_a_latents_file(

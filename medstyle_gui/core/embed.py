@@ -43,6 +43,16 @@ CONVERGED_LR = 3e-2
 FEATURE_MIN_RESOLUTION = 64
 
 
+def refinement_settings(model: Model) -> tuple[int, float]:
+    """``(steps, lr)`` to embed with by default: those the model's directions were fitted
+    with (their latents' settings, recorded by ``medstyle directions fit``), so a new
+    latent lands where the classifiers learnt; the paper's without such a record."""
+    record = model.embedding or {}
+    steps = record.get("refine_steps", REFINE_STEPS)
+    lr = record.get("refine_lr", REFINE_LR)
+    return int(steps), float(lr)
+
+
 class EmbedCancelled(MedstyleError):
     """The user stopped an embedding before it finished."""
 

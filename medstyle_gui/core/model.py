@@ -25,7 +25,7 @@ from trainer.bundle import (
     verify_bundle,
 )
 from trainer.data.normalise import PAPER, Normalisation
-from trainer.directions import Direction, load_directions
+from trainer.directions import Direction, directions_embedding, load_directions
 from trainer.errors import ConfigError
 from trainer.networks.encoder import Encoder
 from trainer.networks.stylegan import Discriminator, Generator, StyleGANConfig
@@ -51,6 +51,9 @@ class Model:
     sha256: str  # of generator.pt: names the model in provenance records
     device: torch.device
     name: str = field(default="")
+    #: how the directions' latents were embedded ({"refine_steps", "refine_lr", ...}), or
+    #: None; see ``core.embed.refinement_settings``
+    embedding: dict[str, Any] | None = None
 
     @property
     def config(self) -> StyleGANConfig:
@@ -137,4 +140,5 @@ def load_model(
         sha256=manifest["files"][GENERATOR_FILE]["sha256"],
         device=device,
         name=str(manifest.get("name") or folder.name),
+        embedding=directions_embedding(folder) if directions else None,
     )

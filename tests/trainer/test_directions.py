@@ -19,6 +19,7 @@ from trainer.directions import (
     DirectionError,
     calibrate_slice,
     conditional_direction,
+    directions_embedding,
     fit_direction,
     fit_directions,
     grouped_split,
@@ -244,8 +245,11 @@ def test_save_and_load_round_trip(tiny_gan_bundle, tmp_path, ring_direction, mon
     both = conditional_direction(sex, [linear_direction("other", ("a", "b"), np.eye(W_DIM)[0], 0)])
     both.calibration = {"units_per_slice": 0.03, "units_per_mm": None}
     saved = {"sex": sex, "ring": dense, both.name: both}
-    files = save_directions(bundle, saved)
+    assert directions_embedding(bundle) is None
+    record = {"refine_steps": 500, "refine_lr": 0.03, "latents": "l.h5", "slices": 40}
+    files = save_directions(bundle, saved, embedding=record)
     assert [f.name for f in files] == ["sex.pt", "ring.pt", "sex_given_other.pt"]
+    assert directions_embedding(bundle) == record
     manifest = verify_bundle(bundle)
     assert "directions/index.json" in manifest["files"]
 
@@ -281,6 +285,7 @@ def test_save_and_load_round_trip(tiny_gan_bundle, tmp_path, ring_direction, mon
     save_directions(bundle, {"sex": sex}, overwrite=True)
     verify_bundle(bundle)
     assert sorted(load_directions(bundle)) == sorted(saved)  # the index keeps the others
+    assert directions_embedding(bundle) == record  # and the embedding record
 
 
 def test_save_refuses_a_direction_of_another_w_dim(tiny_gan_bundle, tmp_path):

@@ -28,7 +28,12 @@ from trainer.directions.model import (
     linear_direction,
     slice_classes,
 )
-from trainer.directions.store import direction_file, load_directions, save_directions
+from trainer.directions.store import (
+    direction_file,
+    directions_embedding,
+    load_directions,
+    save_directions,
+)
 
 __all__ = [
     "DenseClassifier",
@@ -39,6 +44,7 @@ __all__ = [
     "conditional_direction",
     "direction_file",
     "direction_labels",
+    "directions_embedding",
     "fit_direction",
     "fit_directions",
     "grouped_split",

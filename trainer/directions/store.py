@@ -11,8 +11,11 @@ Each file is a weights-only checkpoint (:mod:`trainer.checkpoint`)::
 
 ``directions/index.json``: ``{"format": "medstyle-directions", "format_version": 1,
 "directions": {name: {file, kind, classes, selected, logistic_accuracy, dense_accuracy,
-reverse_r2, conditioned_on}}}``. Both go in through :func:`trainer.bundle.add_bundle_file`,
-so the manifest records their hashes and :func:`trainer.bundle.verify_bundle` checks them.
+reverse_r2, conditioned_on}}, "embedding": {refine_steps, refine_lr, latents, slices}}``
+(how the latents the directions were fitted on were embedded: a latent refined another
+way sits elsewhere in W, where the classifiers are less sure). Both go in through
+:func:`trainer.bundle.add_bundle_file`, so the manifest records their hashes and
+:func:`trainer.bundle.verify_bundle` checks them.
 """
 
 from __future__ import annotations
@@ -159,6 +162,18 @@ def _index_entry(d: Direction, file: str) -> dict[str, Any]:
 
 
 def _read_index(folder: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    return _read_index_table(folder, manifest).get("directions", {})
+
+
+def directions_embedding(bundle: str | PathLike[str]) -> dict[str, Any] | None:
+    """How the latents the bundle's directions were fitted on were embedded
+    (``{"refine_steps", "refine_lr", "latents", "slices"}``), or None when not recorded."""
+    folder = Path(bundle)
+    embedding = _read_index_table(folder, read_bundle_manifest(folder)).get("embedding")
+    return dict(embedding) if isinstance(embedding, dict) else None
+
+
+def _read_index_table(folder: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
     path = folder / INDEX
     if INDEX not in manifest["files"]:
         return {}
@@ -176,13 +191,18 @@ def _read_index(folder: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
         )
     if not isinstance(index.get("directions"), dict):
         raise BundleError("has no directions table", path)
-    return index["directions"]
+    return index
 
 
 def save_directions(
-    bundle: str | PathLike[str], directions: Mapping[str, Direction], overwrite: bool = False
+    bundle: str | PathLike[str],
+    directions: Mapping[str, Direction],
+    overwrite: bool = False,
+    embedding: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Add ``directions`` (keyed by their names) to the bundle and update its index.
+    ``embedding``: how their latents were embedded (see the module notes; None keeps what
+    the index says).
 
     A direction already in the bundle is refused unless ``overwrite``; the index keeps the
     entries of directions saved before. Everything is checked before the first file is
@@ -190,7 +210,8 @@ def save_directions(
     """
     folder = Path(bundle)
     manifest = verify_bundle(folder)
-    entries = _read_index(folder, manifest)
+    previous = _read_index_table(folder, manifest)
+    entries = previous.get("directions", {})
     states, files = {}, {}
     for key, d in directions.items():
         if key != d.name:
@@ -219,6 +240,9 @@ def save_directions(
             entries[name] = _index_entry(directions[name], files[name])
         index = Path(tmp) / "index.json"
         table = {"format": INDEX_FORMAT, "format_version": FORMAT_VERSION, "directions": entries}
+        kept = dict(embedding) if embedding is not None else previous.get("embedding")
+        if kept is not None:
+            table["embedding"] = kept
         index.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         # the index is a table of contents, always rewritten; the directions it lists are not
         add_bundle_file(folder, index, INDEX, overwrite=True)

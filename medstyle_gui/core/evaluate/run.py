@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import trainer
-from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS
+from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS, refinement_settings
 from medstyle_gui.core.evaluate import figures, report
 from medstyle_gui.core.evaluate.curvature import curvature_table
 from medstyle_gui.core.evaluate.data import EvalData, open_eval_data
@@ -167,7 +167,8 @@ def evaluate(
             phantom pairs are not registered then (they need no registration).
         seed: chooses slices and volumes and seeds the curvature points.
         refine_steps: refinement steps when embedding here (default: the settings').
-        refine_lr: refinement learning rate when embedding here (default: the paper's).
+        refine_lr: refinement learning rate when embedding here (default: the rate the
+            model's directions were fitted with, else the paper's; see ``refinement_settings``).
         progress: called with a line of text as work proceeds.
         overwrite: replace an existing ``out`` (only once the new report is complete).
         settings: explicit sizes, e.g. :data:`MEDIUM` (overrides ``quick``'s choice).
@@ -184,6 +185,8 @@ def evaluate(
         s = replace(s, refine_steps=int(refine_steps))
     if not isinstance(model, Model):
         model = load_model(model)
+    if refine_lr is None:  # embed where the directions were learnt
+        refine_lr = refinement_settings(model)[1]
     # fail on a missing direction before any embedding
     for name, needs in (("modality", "modality"), ("slice", "slice")):
         if name in names:

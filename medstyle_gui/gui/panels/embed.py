@@ -35,6 +35,7 @@ from medstyle_gui.core.embed import (
     REFINE_STEPS,
     EmbedProgress,
     embed_images,
+    refinement_settings,
 )
 from medstyle_gui.core.evaluate.scoring import error_unit
 from medstyle_gui.gui.panels._background import BLUE, GREY, ORANGE, LatestJob, plot_widget
@@ -95,7 +96,8 @@ class EmbedPanel(QWidget):
         self.steps.setSingleStep(50)
         self.steps.setSuffix(" steps")
         self.steps.setToolTip(
-            "Refinement steps after the encoder's guess (the paper: 350; 0: encoder only)"
+            "Refinement steps after the encoder's guess (the paper: 350; 0: encoder only). "
+            "Set to those the model's directions were fitted with when a model opens"
         )
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(4)
@@ -155,11 +157,20 @@ class EmbedPanel(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.error_plot, 1)
 
+        self._model_defaults()
+        state.modelChanged.connect(self._model_defaults)
         state.modelChanged.connect(self._invalidate)
         state.scanChanged.connect(self._invalidate)
         state.sliceChanged.connect(lambda _: self.refresh())
         state.latentsChanged.connect(self.refresh)
         self.refresh()
+
+    def _model_defaults(self) -> None:
+        """Embed as the model's directions were fitted (see ``refinement_settings``)."""
+        if self.state.model is not None:
+            steps, lr = refinement_settings(self.state.model)
+            self.steps.setValue(steps)
+            self.lr.setValue(lr)
 
     # -- starting -------------------------------------------------------------------------
 
