@@ -54,7 +54,23 @@ class SessionError(MedstyleError):
 def _slot(slot) -> dict[str, Any] | None:
     if slot is None:
         return None
-    return {"path": slot.path, "series_uid": slot.series_uid, "modality": slot.modality}
+    path = os.path.abspath(slot.path) if slot.path else slot.path
+    return {"path": path, "series_uid": slot.series_uid, "modality": slot.modality}
+
+
+def _absolute_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` with its model folder and opened paths made absolute: a path relative to
+    the directory the session was saved from would mean nothing when it is opened."""
+    out = dict(extra)
+    if isinstance(out.get("model"), str) and out["model"]:
+        out["model"] = os.path.abspath(out["model"])
+    opened = out.get("opened")
+    if isinstance(opened, dict):
+        out["opened"] = {
+            k: os.path.abspath(v) if k in ("path", "ct", "mr") and isinstance(v, str) and v else v
+            for k, v in opened.items()
+        }
+    return out
 
 
 def _state_dict(state: ExplorerState) -> dict[str, Any]:
@@ -89,7 +105,7 @@ def save_session(
 
     path = Path(path)
     try:
-        extra_json = json.dumps(extra or {})
+        extra_json = json.dumps(_absolute_extra(extra or {}))
     except (TypeError, ValueError) as err:
         raise SessionError(f"the session's extra values are not JSON ({err})", path) from None
     with atomic_file(path, overwrite=overwrite) as tmp:

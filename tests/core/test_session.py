@@ -58,6 +58,25 @@ def test_save_and_reopen_round_trip(tmp_path):
     assert np.array_equal(saved.seed_w, state.seed_w)
 
 
+def test_relative_paths_are_saved_absolute(tmp_path, monkeypatch):
+    # a session saved from one directory opens from any other
+    work = tmp_path / "work"
+    (work / "models" / "demo").mkdir(parents=True)
+    (work / "scans").mkdir()
+    (work / "scans" / "MR.nii.gz").write_bytes(b"")
+    state = full_state()
+    state.source.path = "scans/MR.nii.gz"
+    monkeypatch.chdir(work)
+    extra = {"model": "models/demo", "opened": {"kind": "scan", "path": "scans/MR.nii.gz"}}
+    path = save_session("s.medstyle", state, extra)
+    assert extra["model"] == "models/demo"  # the caller's dict is left alone
+    monkeypatch.chdir(tmp_path)
+    _, scans, extra = load_session(work / path)
+    assert extra["model"] == str(work / "models" / "demo")
+    assert extra["opened"] == {"kind": "scan", "path": str(work / "scans" / "MR.nii.gz")}
+    assert scans["source"]["path"] == str(work / "scans" / "MR.nii.gz")
+
+
 def test_restore_into_an_open_scan_keeps_its_slots(tmp_path):
     path = save_session(tmp_path / "a.medstyle", full_state())
     saved, _, _ = load_session(path)
