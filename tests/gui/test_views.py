@@ -228,3 +228,11 @@ def test_a_failed_render_says_why(comparison: ComparisonView) -> None:
     comparison.show_result(failed)
     assert comparison.generated.image is None
     assert "bad latent" in comparison.generated._message
+
+
+def test_the_window_label_drops_below_a_long_title() -> None:
+    from medstyle_gui.gui.views.overlay import window_label_row
+
+    assert window_label_row((200, 80), 150, 600, 6) == 0  # room beside the title
+    assert window_label_row((300, 80), 150, 420, 6) == 1  # beside the subtitle
+    assert window_label_row((300, 300), 150, 420, 6) == 2  # below both

@@ -70,7 +70,9 @@ def paint_overlay(v: SliceView, p: QPainter, w: int, h: int) -> None:
         level, width = v.window()
         text = f"W {width:.0f}  L {level:.0f} {v.units()}".rstrip()
         right_block = metrics.horizontalAdvance(text)
-        _text(p, w - pad - right_block, pad + metrics.ascent(), text)
+        lefts = (QFontMetrics(bold).horizontalAdvance(title), metrics.horizontalAdvance(subtitle))
+        row = window_label_row(lefts, right_block, w, pad)
+        _text(p, w - pad - right_block, pad + metrics.ascent() + row * line, text)
     # value above position: the value is what the eye looks for
     position, value = v.probe_lines()
     probe_block = max(metrics.horizontalAdvance(position), metrics.horizontalAdvance(value))
@@ -86,6 +88,16 @@ def paint_overlay(v: SliceView, p: QPainter, w: int, h: int) -> None:
     _paint_scale_bar(v, p, w, h, pad)
     if v.diverging:
         _paint_legend(v, p, w, h, pad)
+
+
+def window_label_row(lefts: tuple[float, float], right: float, w: int, pad: int) -> int:
+    """The line (0, 1 or 2) of the top-right window label ``right`` px wide: the first
+    whose left text (title, subtitle: ``lefts`` px wide) it clears by 12 px, so in a
+    narrow view it drops below the title instead of running into it."""
+    for row, left in enumerate(lefts):
+        if pad + left + 12 < w - pad - right:
+            return row
+    return 2
 
 
 def _centre_free(w: int, pad: int, left: float, right: float) -> bool:
