@@ -259,3 +259,20 @@ def test_latents_of_another_dataset_are_refused(tiny, tmp_path):
     open_eval_data(tiny.model, data=tiny.gan_data, latents=tiny.latents)  # its own: fine
     with pytest.raises(MedstyleError, match="was embedded from"):
         open_eval_data(tiny.model, data=other, latents=tiny.latents)
+
+
+def test_a_dataset_built_from_relative_folders_is_known_as_phantom(
+    gan_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # datasets record study folders as given; evaluate may run from another directory
+    from medstyle_gui.core.evaluate.data import _dataset_is_phantom
+    from trainer.data.dataset import build_dataset
+
+    work = tmp_path / "work"
+    shutil.copytree(gan_data.parent / "cohort" / "P0001", work / "cohort" / "P0001")
+    monkeypatch.chdir(work)
+    data = build_dataset(
+        ["cohort/P0001"], Path("one.h5"), size=32, register=False, n4=False, progress=False
+    )
+    monkeypatch.chdir(tmp_path)
+    assert _dataset_is_phantom(work / data) is True

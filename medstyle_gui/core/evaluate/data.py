@@ -149,13 +149,17 @@ class EvalData:
         return float(np.median(steps)) if steps.size else math.nan
 
 
-def _study_is_phantom(record: dict) -> bool | None:
-    """Whether a dataset's source study is a medstyle phantom (its study.json says so)."""
-    manifest = Path(str(record.get("folder", ""))) / "study.json"
-    try:
-        return bool(json.loads(manifest.read_text()).get("phantom", False))
-    except (OSError, ValueError):
-        return None
+def _study_is_phantom(record: dict, base: Path) -> bool | None:
+    """Whether a dataset's source study is a medstyle phantom (its study.json says so).
+    A relative folder is looked for from here, then from ``base`` (the dataset's folder:
+    datasets record study folders as they were given to ``dataset build``)."""
+    folder = Path(str(record.get("folder", "")))
+    for manifest in (folder / "study.json", base / folder / "study.json"):
+        try:
+            return bool(json.loads(manifest.read_text()).get("phantom", False))
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _dataset_is_phantom(path: Path) -> bool | None:
@@ -166,7 +170,7 @@ def _dataset_is_phantom(path: Path) -> bool | None:
         records = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
     except ValueError:
         return None
-    flags = [_study_is_phantom(r) for r in records if isinstance(r, dict)]
+    flags = [_study_is_phantom(r, path.parent) for r in records if isinstance(r, dict)]
     if any(flag is False for flag in flags):
         return False
     return True if flags and all(flags) else None
