@@ -24,16 +24,13 @@ def _load(args: argparse.Namespace):
     return load_model(args.model, device=args.device)
 
 
-def _refine_lr(args: argparse.Namespace) -> float | None:
-    """``--refine-lr`` (and ``--refine-steps``), checked before anything slow starts
-    (None: the default)."""
-    lr = args.refine_lr
+def _check_refine_flags(args: argparse.Namespace) -> None:
+    """``--refine-lr`` and ``--refine-steps``, checked before anything slow starts."""
+    lr, steps = args.refine_lr, args.refine_steps
     if lr is not None and not lr > 0:
         raise ConfigError(f"--refine-lr {lr:g}: the learning rate must be more than 0")
-    steps = getattr(args, "refine_steps", None)
     if steps is not None and steps < 0:
         raise ConfigError(f"--refine-steps {steps}: must be 0 or more")
-    return lr
 
 
 def _progress_bar(total: int, unit: str, quiet: bool):
@@ -59,7 +56,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from trainer.files import ensure_can_write
 
     ensure_can_write(args.out, args.overwrite)  # fail before the slow part
-    _refine_lr(args)
+    _check_refine_flags(args)
     model = _load(args)
     steps, lr = _refinement(args, model)
     slices = load_slices(model, args.scan, series_uid=args.series, modality=args.modality)
@@ -116,7 +113,7 @@ def _cmd_session(args: argparse.Namespace) -> int:
     from trainer.files import ensure_can_write
 
     ensure_can_write(args.out, args.overwrite)  # fail before loading anything
-    _refine_lr(args)
+    _check_refine_flags(args)
     model = _load(args)
     steps, lr = _refinement(args, model)
     bar = None
@@ -155,6 +152,7 @@ def _cmd_session(args: argparse.Namespace) -> int:
 
 
 def _cmd_directions_fit(args: argparse.Namespace) -> int:
+    from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS
     from medstyle_gui.core.latents import check_latents_model, read_latents
     from trainer.directions import fit_directions, load_directions, save_directions
 
@@ -169,8 +167,8 @@ def _cmd_directions_fit(args: argparse.Namespace) -> int:
         args.latents, extra_labels_csv=args.labels, trials=args.trials, seed=args.seed
     )
     embedding = {
-        "refine_steps": int(latents.attrs.get("refine_steps", 350)),
-        "refine_lr": float(latents.attrs.get("refine_lr", 1e-3)),  # older files: the paper's
+        "refine_steps": int(latents.attrs.get("refine_steps", REFINE_STEPS)),
+        "refine_lr": float(latents.attrs.get("refine_lr", REFINE_LR)),  # older files: the paper's
         "latents": Path(args.latents).name,
         "slices": len(latents.w),
     }
@@ -250,7 +248,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     sizes = SIZES["quick" if args.quick else args.sizes or "full"]
     if args.data is None and args.latents is None:
         raise ConfigError("give --data DATA.h5|PHANTOM_DIR or --latents LATENTS.h5")
-    lr = _refine_lr(args)
+    _check_refine_flags(args)
     model = _load(args)
     experiments = list(EXPERIMENTS[:-1]) if args.experiment == "all" else [args.experiment]
 
@@ -269,7 +267,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         seed=args.seed,
         refine_steps=args.refine_steps,
-        refine_lr=lr,
+        refine_lr=args.refine_lr,
         progress=progress,
         overwrite=args.overwrite,
     )

@@ -82,12 +82,7 @@ def start_latent(model: Model, request: GenerateRequest) -> torch.Tensor:
     if (request.seed is None) == (request.start_w is None):
         raise ConfigError("give either a seed or a start latent (not both, not neither)")
     if request.start_w is not None:
-        w = torch.as_tensor(np.asarray(request.start_w, np.float32)).reshape(1, -1)
-        if w.shape[1] != model.w_dim:
-            raise ConfigError(
-                f"the start latent has {w.shape[1]} values; the model's w has {model.w_dim}"
-            )
-        return w.to(model.device)
+        return _given_latent(model, request.start_w, "the start latent")
     gen = torch.Generator().manual_seed(int(request.seed))
     z = torch.randn(1, model.config.z_dim, generator=gen).to(model.device)
     with torch.no_grad():
@@ -246,12 +241,15 @@ def _mix_target(model: Model, request: GenerateRequest) -> tuple[torch.Tensor | 
     layers = parse_layers(model.G.cfg, request.mix_layers)
     if request.mix_w is None or not bool(layers.any()):
         return None, layers
-    target = torch.as_tensor(np.asarray(request.mix_w, np.float32)).reshape(1, -1)
-    if target.shape[1] != model.w_dim:
-        raise ConfigError(
-            f"the mix latent has {target.shape[1]} values; the model's w has {model.w_dim}"
-        )
-    return target.to(model.device), layers
+    return _given_latent(model, request.mix_w, "the mix latent"), layers
+
+
+def _given_latent(model: Model, values: np.ndarray, what: str) -> torch.Tensor:
+    """``values`` as ``w [1, w_dim]`` on the model's device; ConfigError on a wrong size."""
+    w = torch.as_tensor(np.asarray(values, np.float32)).reshape(1, -1)
+    if w.shape[1] != model.w_dim:
+        raise ConfigError(f"{what} has {w.shape[1]} values; the model's w has {model.w_dim}")
+    return w.to(model.device)
 
 
 def _predicted_modality(model: Model, w: torch.Tensor) -> str:

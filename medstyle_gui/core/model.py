@@ -140,5 +140,5 @@ def load_model(
         sha256=manifest["files"][GENERATOR_FILE]["sha256"],
         device=device,
         name=str(manifest.get("name") or folder.name),
-        embedding=directions_embedding(folder) if directions else None,
+        embedding=directions_embedding(folder, manifest) if directions else None,
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -58,16 +58,16 @@ def _slot(slot) -> dict[str, Any] | None:
     return {"path": path, "series_uid": slot.series_uid, "modality": slot.modality}
 
 
-def _absolute_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    """``extra`` with its model folder and opened paths made absolute: a path relative to
-    the directory the session was saved from would mean nothing when it is opened."""
+def _map_extra_paths(extra: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of ``extra`` with ``fn`` applied to its model folder and the paths of
+    ``extra["opened"]`` (the paths a session names besides its scans')."""
     out = dict(extra)
     if isinstance(out.get("model"), str) and out["model"]:
-        out["model"] = os.path.abspath(out["model"])
+        out["model"] = fn(out["model"])
     opened = out.get("opened")
     if isinstance(opened, dict):
         out["opened"] = {
-            k: os.path.abspath(v) if k in ("path", "ct", "mr") and isinstance(v, str) and v else v
+            k: fn(v) if k in ("path", "ct", "mr") and isinstance(v, str) and v else v
             for k, v in opened.items()
         }
     return out
@@ -105,7 +105,8 @@ def save_session(
 
     path = Path(path)
     try:
-        extra_json = json.dumps(_absolute_extra(extra or {}))
+        # absolute: a path relative to where it was saved from means nothing when opened
+        extra_json = json.dumps(_map_extra_paths(extra or {}, os.path.abspath))
     except (TypeError, ValueError) as err:
         raise SessionError(f"the session's extra values are not JSON ({err})", path) from None
     with atomic_file(path, overwrite=overwrite) as tmp:
@@ -234,13 +235,7 @@ def _relocate_paths(
     for entry in scans.values():
         if entry and entry.get("path"):
             entry["path"] = relocate(entry["path"], saved, folder)
-    if extra.get("model"):
-        extra["model"] = relocate(extra["model"], saved, folder)
-    opened = extra.get("opened")
-    if isinstance(opened, dict):
-        for key in ("path", "ct", "mr"):
-            if opened.get(key):
-                opened[key] = relocate(opened[key], saved, folder)
+    extra.update(_map_extra_paths(extra, lambda p: relocate(p, saved, folder)))
 
 
 def restore_into(

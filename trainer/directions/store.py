@@ -165,11 +165,15 @@ def _read_index(folder: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
     return _read_index_table(folder, manifest).get("directions", {})
 
 
-def directions_embedding(bundle: str | PathLike[str]) -> dict[str, Any] | None:
+def directions_embedding(
+    bundle: str | PathLike[str], manifest: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """How the latents the bundle's directions were fitted on were embedded
-    (``{"refine_steps", "refine_lr", "latents", "slices"}``), or None when not recorded."""
+    (``{"refine_steps", "refine_lr", "latents", "slices"}``), or None when not recorded.
+    ``manifest``: the bundle's, when the caller has read it already."""
     folder = Path(bundle)
-    embedding = _read_index_table(folder, read_bundle_manifest(folder)).get("embedding")
+    manifest = read_bundle_manifest(folder) if manifest is None else manifest
+    embedding = _read_index_table(folder, manifest).get("embedding")
     return dict(embedding) if isinstance(embedding, dict) else None
 
 

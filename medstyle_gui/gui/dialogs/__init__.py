@@ -90,6 +90,17 @@ def optional_spin(
     return spin
 
 
+def rate_spin(value: float, tooltip: str) -> QDoubleSpinBox:
+    """A learning-rate field (1e-4 .. 0.3, steps that scale with the value)."""
+    spin = QDoubleSpinBox()
+    spin.setDecimals(4)
+    spin.setRange(1e-4, 0.3)
+    spin.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
+    spin.setValue(value)
+    spin.setToolTip(tooltip)
+    return spin
+
+
 def spin_value(spin: QDoubleSpinBox | QSpinBox) -> float | None:
     """The field's value, or None when it shows its special "default" text."""
     if spin.specialValueText() and spin.value() == spin.minimum():

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QWidget
+from PySide6.QtWidgets import QSpinBox, QWidget
 
+from medstyle_gui.core.embed import REFINE_LR
 from medstyle_gui.core.export import DirectionsOptions
 from medstyle_gui.gui.dialogs import (
     CommandDialog,
@@ -14,6 +15,7 @@ from medstyle_gui.gui.dialogs import (
     RunSpec,
     combo_value,
     make_combo,
+    rate_spin,
 )
 
 DEVICES = [("CPU", "cpu"), ("GPU (cuda)", "cuda")]
@@ -45,12 +47,9 @@ class FitDirectionsDialog(CommandDialog):
         self.refine_steps.setValue(350)
         self.refine_steps.setToolTip("refinement steps per slice (the paper: 350)")
         f.addRow("Refinement steps", self.refine_steps)
-        self.refine_lr = QDoubleSpinBox()
-        self.refine_lr.setDecimals(4)
-        self.refine_lr.setRange(1e-4, 0.3)
-        self.refine_lr.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
-        self.refine_lr.setValue(1e-3)
-        self.refine_lr.setToolTip("refinement learning rate (the paper: 0.001)")
+        self.refine_lr = rate_spin(
+            REFINE_LR, f"refinement learning rate (the paper: {REFINE_LR:g})"
+        )
         f.addRow("Refinement rate", self.refine_lr)
         self.latents = PathEdit("open", "Latents (*.h5)", "LATENTS.h5", self)
         f.addRow("Latents file", self.latents)

@@ -18,7 +18,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -38,6 +37,7 @@ from medstyle_gui.core.embed import (
     refinement_settings,
 )
 from medstyle_gui.core.evaluate.scoring import error_unit
+from medstyle_gui.gui.dialogs import rate_spin
 from medstyle_gui.gui.panels._background import BLUE, GREY, ORANGE, LatestJob, plot_widget
 
 if TYPE_CHECKING:
@@ -99,17 +99,13 @@ class EmbedPanel(QWidget):
             "Refinement steps after the encoder's guess (the paper: 350; 0: encoder only). "
             "Set to those the model's directions were fitted with when a model opens"
         )
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(4)
-        self.lr.setRange(1e-4, 0.3)
-        self.lr.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
-        self.lr.setValue(REFINE_LR)
-        self.lr.setPrefix("lr ")
-        self.lr.setToolTip(
+        self.lr = rate_spin(
+            REFINE_LR,
             f"Refinement learning rate (the paper: {REFINE_LR:g}). {CONVERGED_STEPS} steps at "
             f"{CONVERGED_LR:g} run the refinement to convergence: lower errors, latents "
-            "further from the encoder's guess"
+            "further from the encoder's guess",
         )
+        self.lr.setPrefix("lr ")
         self.embed_button = QPushButton("Embed")
         self.embed_button.setToolTip("Encode and refine (Ctrl+E)")
         self.embed_button.setShortcut("Ctrl+E")
