@@ -151,6 +151,30 @@ def test_directions_score_reports_accuracy_on_a_latents_file(
     assert code == 1 and "no directions" in err
 
 
+def test_directions_score_on_one_modality_reports_that_class(
+    tiny_bundle: Path, gan_data: Path, tmp_path, capsys
+) -> None:
+    """One scan holds one modality: its modality score is the share classified as it."""
+    import h5py
+
+    with h5py.File(gan_data, "r") as f:
+        mr_rows = np.flatnonzero(f["modality"][:] == 0)[:4]  # 0: MR
+    out = tmp_path / "mr.h5"
+    rows = ",".join(str(r) for r in mr_rows)
+    code, _, err = run(
+        capsys, "embed", gan_data, "--model", tiny_bundle, "--out", out, "--slices", rows,
+        "--refine-steps", "0", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    code, text, err = run(
+        capsys, "directions", "score", "--model", tiny_bundle, "--latents", out, "--json"
+    )
+    assert code == 0, err
+    modality = json.loads(text)["modality"]
+    assert modality["n"] == 4 and set(modality["per_class"]) == {"MR"}
+    assert modality["accuracy"] == modality["per_class"]["MR"]
+
+
 def test_generate_writes_a_marked_synthetic_volume(tiny_bundle: Path, tmp_path, capsys) -> None:
     out, png = tmp_path / "syn.nii.gz", tmp_path / "syn.png"
     code, _text, err = run(

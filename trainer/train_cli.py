@@ -60,6 +60,7 @@ _FIELDS: list[tuple[str, Any, str]] = [
     ("--seed", int, "random seed (default 0)"),
     ("--workers", int, "data loader processes per GPU (default 2)"),
     ("--device", str, "cpu or cuda (default: cuda when available)"),
+    ("--init-from", str, "model bundle to start G and D from (fresh optimisers)"),
 ]
 _SWITCHES = [
     ("--channels-last", "channels_last memory format (GPU)"),

@@ -302,3 +302,63 @@ def test_sigterm_saves_latest_and_stops_cleanly(
     ticks = [r for r in read_log(run) if r["event"] == "tick"]
     assert ticks[-1]["images_seen"] > stopped[0]["images_seen"]
     assert json.loads((run / "config.json").read_text())["bf16"] is whole_job
+
+
+# -- continuing a bundle ------------------------------------------------------------------
+
+
+def test_init_from_a_bundle_starts_from_its_weights_and_counts_its_images(
+    tiny_run: Path, gan_data: Path, tmp_path: Path
+) -> None:
+    """``--init-from`` continues a model whose run folder is gone: G, G_ema and D start
+    from the bundle, and the new bundle adds its images to the old ones."""
+    from trainer import distributed
+    from trainer.bundle import read_bundle_generator, read_bundle_manifest
+    from trainer.loops.gan import _Run, train_gan
+
+    bundle = tiny_run / "bundle"
+    cfg = GANTrainConfig.resolve(
+        {
+            "data": str(gan_data),
+            "out": str(tmp_path / "more"),
+            "init_from": str(bundle),
+            "start_resolution": 32,
+            "kimg": 0.032,
+            "snapshot_kimg": 0.032,
+        },
+        write_config(tmp_path),
+    )
+    saved = read_bundle_generator(bundle)
+    run = _Run(cfg, distributed.init("cpu"), resume=False)
+    for name, net in (("G_ema", run.G), ("G_ema", run.G_ema), ("D", run.D)):
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, saved[name][key]), (name, key)
+    distributed.cleanup()
+
+    out = train_gan(
+        GANTrainConfig.from_dict({**cfg.to_dict(), "out": str(tmp_path / "run")}), progress=False
+    )
+    training = read_bundle_manifest(out / "bundle")["training"]
+    assert training["images_seen"] == 32
+    assert training["init_from"] == {"bundle": str(bundle), "kimg": 0.16}
+    assert training["kimg_total"] == pytest.approx(0.192)
+    assert read_log(out)[0]["resolution"] == 32  # no progressive growing
+
+
+def test_init_from_refuses_growing_or_another_network(
+    tiny_run: Path, gan_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.train_cli import main
+
+    common = ["train", "gan", "--data", str(gan_data), "--config", str(write_config(tmp_path))]
+    bundle = str(tiny_run / "bundle")
+    assert main([*common, "--out", str(tmp_path / "a"), "--init-from", bundle]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("pass --start-resolution 32 (no progressive growing)")
+    assert len(err.splitlines()) == 1
+    wider = ["--start-resolution", "32", "--init-from", bundle]
+    path = write_config(tmp_path, network_overrides={"channel_max": 16})
+    args = ["train", "gan", "--data", str(gan_data), "--config", str(path)]
+    assert main([*args, "--out", str(tmp_path / "b"), *wider]) == 1
+    assert "holds another network than this run's" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -191,7 +191,9 @@ def score_directions(
     patients): ``{name: {"accuracy", "n", "per_class": {class: accuracy}, "kind"}}``.
 
     A conditional direction ("modality|slice") is scored on its base feature's labels. A
-    direction whose labels the file lacks (no labelled slice, or one class only) is left out.
+    direction whose labels the file lacks (no labelled slice) is left out; where the
+    labelled slices hold one class only (one MR scan: all "MR"), ``per_class`` names that
+    class alone and the accuracy is its share of slices classified so.
     """
     data = read_latents(latents_path)
     w = data["w"].astype(np.float32)
@@ -204,7 +206,7 @@ def score_directions(
             continue
         labels, classes = labels_of[base]
         rows = labels >= 0
-        if np.unique(labels[rows]).size < 2:
+        if not rows.any():
             continue
         with torch.no_grad():
             pred = direction.predict(w[rows]).cpu().numpy().astype(np.int64)
@@ -213,7 +215,9 @@ def score_directions(
             "kind": direction.kind,
             "accuracy": float((pred == truth).mean()),
             "n": int(rows.sum()),
-            "per_class": {classes[c]: float((pred[truth == c] == c).mean()) for c in (0, 1)},
+            "per_class": {
+                classes[c]: float((pred[truth == c] == c).mean()) for c in np.unique(truth)
+            },
         }
     return out
 

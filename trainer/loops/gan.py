@@ -204,8 +204,40 @@ def check_run(cfg: GANTrainConfig, world_size: int, dataset: Any = None) -> int:
                 f"has {len(dataset)} slices, fewer than one batch ({cfg.batch_size(r)} at {r} px)",
                 cfg.data,
             )
-    network_config(cfg, final)  # raises ConfigError for bad network overrides
+    net_cfg = network_config(cfg, final)  # raises ConfigError for bad network overrides
+    if cfg.init_from is not None:
+        _check_init_bundle(cfg, net_cfg, final)
     return final
+
+
+def _bundle_kimg(folder: str) -> float:
+    """Thousands of real images a bundle's generator has seen, over every run it
+    continued (``kimg_total``) or its own run alone (``kimg``)."""
+    from trainer.bundle import read_bundle_manifest
+
+    training = read_bundle_manifest(folder).get("training") or {}
+    return float(training.get("kimg_total", training.get("kimg", 0.0)))
+
+
+def _check_init_bundle(cfg: GANTrainConfig, net_cfg: StyleGANConfig, final: int) -> None:
+    """``--init-from``: the bundle must hold D and this run's network, and the run must
+    train at the final resolution only (its lower-resolution layers are trained already)."""
+    from trainer.bundle import read_bundle_manifest
+
+    manifest = read_bundle_manifest(cfg.init_from)  # BundleError names a bad folder
+    if not manifest.get("has_discriminator"):
+        raise ConfigError("has no discriminator to continue training with", cfg.init_from)
+    if StyleGANConfig.from_dict(manifest["config"]).to_dict() != net_cfg.to_dict():
+        raise ConfigError(
+            "holds another network than this run's (match --network, --resolution and "
+            "the config file's network_overrides)",
+            cfg.init_from,
+        )
+    if cfg.start_resolution != final:
+        raise ConfigError(
+            f"--init-from continues a trained model at its resolution: pass "
+            f"--start-resolution {final} (no progressive growing)"
+        )
 
 
 def train_gan(
@@ -301,6 +333,8 @@ class _Run:
         self.inception: Any = None  # FID's feature network (rank 0, metric "fid")
         if resume:
             self._load(self.out / "checkpoints" / "latest.pt")
+        elif cfg.init_from is not None:
+            self._init_from_bundle(cfg.init_from)
         distributed.broadcast_module(self.G)
         distributed.broadcast_module(self.D)
         distributed.broadcast_module(self.G_ema)
@@ -385,6 +419,19 @@ class _Run:
         self.epoch, self.offset = int(p["epoch"]), int(p["offset"])
         self.best = p["best"]
         set_rng_state(state["rng"])
+
+    def _init_from_bundle(self, folder: str) -> None:
+        """Start G and G_ema from the bundle's G_ema (the bundle keeps no other G) and D
+        from its D; the optimisers start afresh (Adam's moments rebuild in a few hundred
+        steps)."""
+        from trainer.bundle import read_bundle_generator
+
+        state = read_bundle_generator(folder)
+        if "D" not in state:
+            raise ConfigError("has no discriminator to continue training with", folder)
+        self.G.load_state_dict(state["G_ema"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.D.load_state_dict(state["D"])
 
     def _save(self, name: str) -> Path:
         from trainer.checkpoint import save_checkpoint
@@ -472,6 +519,10 @@ class _Run:
             "geometry": self.geometry,
             "config": self.cfg.to_dict(),
         }
+        if self.cfg.init_from is not None:
+            before = _bundle_kimg(self.cfg.init_from)
+            training["init_from"] = {"bundle": str(self.cfg.init_from), "kimg": before}
+            training["kimg_total"] = before + self.images_seen / 1000
         write_bundle(
             self.out / "bundle",
             generator_state=self.G_ema.state_dict(),

@@ -70,6 +70,9 @@ class GANTrainConfig:
     device: str | None = None  # "cpu", "cuda"; None: CUDA when there is one
     channels_last: bool = False
     bf16: bool = False  # bfloat16 autocast (GPUs; CPUs with AVX512-BF16 or AMX: 1.75x here)
+    # a model bundle whose G_ema and D the run starts from (fresh optimisers): continues the
+    # training of a shipped model whose run folder is gone; trains at its resolution only
+    init_from: str | None = None
 
     # -- derived ---------------------------------------------------------------------
 

@@ -129,6 +129,10 @@ def training_lines(model: Model) -> dict[str, str]:
         )
     if t.get("kimg") is not None:
         out["Trained for"] = f"{float(t['kimg']):g} kimg ({int(t.get('images_seen', 0)):,} images)"
+        if t.get("kimg_total") is not None:  # a run that continued another model's training
+            out["Trained for"] = (
+                f"{float(t['kimg_total']):g} kimg in all ({float(t['kimg']):g} in its last run)"
+            )
         if t.get("loss"):
             out["Trained for"] += f", {str(t['loss']).upper()} loss"
     metric, value = t.get("metric"), t.get("metric_value")
