@@ -119,19 +119,22 @@ class GANOptions:
     workers: int | None = None
     device: str | None = None  # "cpu" | "cuda"; None: CUDA when available
     config: str | None = None  # JSON options file; flags win
+    init_from: str | None = None  # a model bundle whose G and D the run starts from
     resume: bool = False
 
     def argv(self) -> list[str]:
         _check_run_folder(self.out, self.resume)
         if not self.resume:
             _need_file(self.data, "the training data (DATA.h5)")
+            if self.init_from:
+                _need_file(self.init_from, "the model bundle to start from")
         if self.gpus < 1:
             raise ConfigError(f"GPUs {self.gpus}: need at least 1")
         argv = ["train", "gan"]
         names = (
             "data out resolution start_resolution kimg batch network loss metric "
             "inception_weights metric_images tick_kimg snapshot_kimg checkpoint_kimg seed "
-            "workers device config"
+            "workers device config init_from"
         ).split()
         if self.resume:  # the saved run decides the rest (the trainer refuses changes)
             names = "out kimg workers device tick_kimg snapshot_kimg checkpoint_kimg".split()

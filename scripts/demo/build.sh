@@ -6,6 +6,8 @@
 # Usage: scripts/demo/build.sh WORK_DIR [STAGE ...]
 #   STAGES: data gan encoder embed directions heldout pack evaluate (default: all, in order)
 # Every stage can be re-run: `gan` resumes its training, the others redo their step.
+# GAN_INIT_FROM=BUNDLE starts a new `gan` run from a bundle's G and D at SIZE px (to
+# continue the training of a shipped model whose run folder is gone).
 # Refinement runs in bf16 (--bf16: 1.7x faster on a CPU with AVX512-BF16, same error) and
 # to convergence in W (500 steps at lr 0.03; the paper's 350 at 0.001 stop well short of
 # it): the directions are fitted on such latents, the bundle records it, and every later
@@ -44,9 +46,13 @@ stage_data() {
 }
 
 stage_gan() {
-  resume=()
-  [ -d gan ] && resume=(--resume)
-  medstyle train gan --data train.h5 --out gan --config "$gan_config" "${resume[@]}" --quiet
+  start=()
+  if [ -d gan ]; then
+    start=(--resume)
+  elif [ -n "${GAN_INIT_FROM:-}" ]; then
+    start=(--init-from "$GAN_INIT_FROM" --start-resolution "$size")
+  fi
+  medstyle train gan --data train.h5 --out gan --config "$gan_config" "${start[@]}" --quiet
 }
 
 stage_encoder() {

@@ -61,6 +61,14 @@ def test_gan_command_line(tmp_path: Path) -> None:
     assert resumed.argv() == ["train", "gan", "--out", str(run), "--kimg", "1", "--resume"]
     with pytest.raises(ConfigError, match="training data"):
         GANOptions(out=str(tmp_path / "new")).argv()
+    new = GANOptions(data=str(data), out=str(tmp_path / "new"), start_resolution=64,
+                     init_from=str(tmp_path))  # fmt: skip
+    assert new.argv() == [
+        "train", "gan", "--data", str(data), "--out", str(tmp_path / "new"),
+        "--start-resolution", "64", "--init-from", str(tmp_path),
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="model bundle to start from"):
+        GANOptions(data=str(data), out=str(tmp_path / "new"), init_from="nowhere").argv()
 
 
 def test_other_command_lines(tmp_path: Path) -> None:

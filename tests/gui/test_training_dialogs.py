@@ -83,11 +83,17 @@ def test_gan_encoder_and_directions_arguments(training_menu, qtbot, tmp_path: Pa
     assert pairs["--resolution"] == "128" and pairs["--kimg"] == "500"
     assert pairs["--batch"] == "64:32,128:16" and argv[-2:] == ["--gpus", "4"]
     assert "--tick-kimg" not in argv  # left to the trainer's default
+    # continuing a bundle's training
+    gan.init_from.setText(tmp_path)
+    pairs = dict(zip(gan.commands()[0][2::2], gan.commands()[0][3::2], strict=False))
+    assert pairs["--init-from"] == str(tmp_path)
+    gan.init_from.setText("")
     # resume: only what may change on a resume is passed
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text('{"kimg": 700, "workers": 0, "data": "x"}')
     gan.resume.setChecked(True)
-    assert not gan.data.isEnabled() and gan.kimg.value() == 700
+    assert not gan.data.isEnabled() and not gan.init_from.isEnabled()
+    assert gan.kimg.value() == 700
     argv = gan.commands()[0]
     assert "--data" not in argv and "--batch" not in argv and argv[-1] == "--resume"
     gan.reject()

@@ -108,11 +108,19 @@ class TrainGANDialog(CommandDialog):
         g.addRow("Seed", self.seed)
         self.config = PathEdit("open", "JSON (*.json)", "options file; the fields above win", more)
         g.addRow("Config file", self.config)
+        self.init_from = PathEdit(
+            "folder", placeholder="a model bundle: go on training its G and D", parent=more
+        )
+        self.init_from.setToolTip(
+            "start from a bundle's generator and discriminator (fresh optimisers) instead of "
+            "random weights; set the start resolution to the bundle's"
+        )
+        g.addRow("Start from model", self.init_from)
         self.body.addWidget(more)
         self._fixed_on_resume = [
             self.data, self.resolution, self.batch, self.network, self.start_resolution,
             self.loss, self.metric_choice, self.inception, self.metric_images, self.seed,
-            self.config,
+            self.config, self.init_from,
         ]  # fmt: skip
         self.out.textChanged.connect(lambda _: self._resume_toggled(self.resume.isChecked()))
         self.add_tail()
@@ -167,6 +175,7 @@ class TrainGANDialog(CommandDialog):
             workers=self.workers.value(),
             device=combo_value(self.device),
             config=self.config.text() or None,
+            init_from=self.init_from.text() or None,
             resume=self.resume.isChecked(),
         )
 
