@@ -80,7 +80,7 @@ def test_synthesise_with_activations(bare_model: Model) -> None:
         assert [p.shape[-1] for p in pre] == [r for r in G.cfg.resolutions for _ in (0, 1)]
         # layer 3's AdaIN on its cached input gives block 1's output
         block1 = G.synthesis.blocks[1].adain(1, pre[3].clone(), ws[:, 3])
-        assert torch.allclose(block1, G.synthesise_until(ws, 1), atol=1e-6)
+        assert torch.allclose(block1, G.synthesis.until(ws, 1, "const"), atol=1e-6)
         kept = pre[4].clone()
         resumed, rest = G.synthesise_with_activations(ws, start_layer=4, pre=pre[4])
         assert torch.allclose(resumed, img, atol=1e-6) and len(rest) == G.num_ws - 4

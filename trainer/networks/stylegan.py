@@ -423,21 +423,6 @@ class Generator(nn.Module):
         take2 = (layer >= cutoff.view(-1, 1)).unsqueeze(-1)  # [N, num_ws, 1]
         return torch.where(take2, ws2, ws)
 
-    def synthesise_until(self, ws: Tensor, block: int, *, noise_mode: str = "const") -> Tensor:
-        """Activation after block ``block`` (0: 4x4), ``[N, channels(r), r, r]``, for caching."""
-        return self.synthesis.until(ws, block, noise_mode)
-
-    def synthesise_from(
-        self, x: Tensor, ws: Tensor, block: int, *, noise_mode: str = "const"
-    ) -> Tensor:
-        """Finish the image from block ``block``'s cached activation ``x``, with styles ``ws``.
-
-        ``synthesise_from(synthesise_until(ws, b), ws, b)`` equals ``synthesise(ws)`` under
-        const noise; only ``ws`` of blocks after ``b`` matter here.
-        """
-        last = len(self.synthesis.blocks) - 1
-        return self.synthesis.continue_from(x, ws, block, last, 1.0, noise_mode)
-
     def synthesise_with_activations(
         self,
         ws: Tensor,
