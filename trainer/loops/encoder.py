@@ -12,6 +12,7 @@ Run folder (``cfg.out``)::
     log.jsonl              a validation line before the first step, then one line per tick
     checkpoints/latest.pt  everything needed to resume exactly
     encoder.pt             the EMA encoder at the end (also added to the bundle)
+    tensorboard/           events, when the tensorboard package is installed
 
 Reproducibility: the latents of step k come from a generator seeded with (seed, k) and
 drawn for the global batch, so a resumed run draws what the uninterrupted run would have,
@@ -22,7 +23,6 @@ batch is drawn once from its own seed and never trained on.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -41,8 +41,8 @@ from trainer.bundle import (
     sha256_file,
 )
 from trainer.errors import ConfigError
-from trainer.files import atomic_file
 from trainer.loops.encoder_config import EncoderTrainConfig
+from trainer.loops.run_folder import RunFolder
 from trainer.networks.encoder import Encoder, EncoderConfig, encoder_file_state
 from trainer.networks.stylegan import Generator, StyleGANConfig
 
@@ -126,6 +126,7 @@ class _Run:
         self.E_ema = copy.deepcopy(self.E).eval().requires_grad_(False)
         self.opt = torch.optim.RAdam(self.E.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.images_seen, self.step = 0, 0
+        self.folder: RunFolder | None = None  # rank 0: config, log, TensorBoard
         self.val_w, self.val_x = self._validation_batch()
         if resume:
             self._load(self.out / "checkpoints" / "latest.pt")
@@ -171,28 +172,15 @@ class _Run:
     # -- folder, log, checkpoints ---------------------------------------------------------
 
     def _prepare_folder(self, resume: bool) -> None:
-        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
         resolved = {
             **self.cfg.to_dict(),
             "encoder_config": self.enc_cfg.to_dict(),
             "generator_sha256": self.generator_sha256,
         }
-        with atomic_file(self.out / "config.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(resolved, indent=2) + "\n")
-        for debris in (self.out / "checkpoints").glob(".*.tmp*"):  # cut short by a crash
-            debris.unlink(missing_ok=True)
-        log = self.out / "log.jsonl"
-        if resume and log.exists():
-            # ticks logged after the checkpoint (before a crash) are about to be redone
-            kept = [
-                ln for ln in log.read_text().splitlines() if _line_images(ln) <= self.images_seen
-            ]
-            with atomic_file(log, overwrite=True) as tmp:
-                tmp.write_text("".join(ln + "\n" for ln in kept))
+        self.folder = RunFolder(self.out, resolved, resume=resume, images_seen=self.images_seen)
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.folder.log(record)
 
     def _state(self) -> dict[str, Any]:
         from trainer.checkpoint import rng_state
@@ -349,16 +337,11 @@ class _Run:
             distributed.barrier()
         if bar is not None:
             bar.close()
+        if self.folder is not None:
+            self.folder.close()
         return self.out
 
 
 def _step_seed(seed: int, step: int) -> int:
     """The seed of step ``step``'s latents (the low 32 bits, all that torch's generator keeps)."""
     return (seed * 1_000_003 + step) % (1 << 32)
-
-
-def _line_images(line: str) -> int:
-    try:
-        return int(json.loads(line).get("images_seen", 0))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return 1 << 62  # a torn last line: dropped

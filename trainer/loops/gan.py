@@ -20,7 +20,6 @@ takes its share, so N processes with batch B/N see what one process with batch B
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 import signal
@@ -40,6 +39,7 @@ from trainer import distributed
 from trainer.errors import ConfigError, DatasetError
 from trainer.files import atomic_file
 from trainer.loops.gan_config import GANTrainConfig, Phase
+from trainer.loops.run_folder import RunFolder
 from trainer.networks.stylegan import Discriminator, Generator, StyleGANConfig
 
 CHECKPOINT_FORMAT = "medstyle-gan-checkpoint"
@@ -329,7 +329,7 @@ class _Run:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.images_seen, self.step, self.epoch, self.offset = 0, 0, 0, 0
         self.best: dict[str, Any] | None = None  # {"value", "images_seen", "file"}
-        self.tb: Any = None  # TensorBoard writer (rank 0, when tensorboard is installed)
+        self.folder: RunFolder | None = None  # rank 0: config, log, TensorBoard
         self.inception: Any = None  # FID's feature network (rank 0, metric "fid")
         if resume:
             self._load(self.out / "checkpoints" / "latest.pt")
@@ -345,35 +345,17 @@ class _Run:
     # -- folder, log, checkpoints ---------------------------------------------------------
 
     def _prepare_folder(self, resume: bool) -> None:
-        for sub in ("samples", "checkpoints"):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
         resolved = {**self.cfg.to_dict(), "network_config": self.net_cfg.to_dict()}
-        with atomic_file(self.out / "config.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(resolved, indent=2) + "\n")
-        for debris in (self.out / "checkpoints").glob(".*.tmp*"):  # cut short by a crash
-            debris.unlink(missing_ok=True)
-        log = self.out / "log.jsonl"
-        if resume and log.exists():
-            # ticks logged after the checkpoint (before a crash) are about to be redone
-            kept = [
-                ln for ln in log.read_text().splitlines() if _line_images(ln) <= self.images_seen
-            ]
-            with atomic_file(log, overwrite=True) as tmp:
-                tmp.write_text("".join(ln + "\n" for ln in kept))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.out / "tensorboard"))
-        except ImportError:  # tensorboard is optional
-            pass
+        self.folder = RunFolder(
+            self.out,
+            resolved,
+            resume=resume,
+            images_seen=self.images_seen,
+            subfolders=("samples", "checkpoints"),
+        )
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("images_seen", "step"):
-                    self.tb.add_scalar(key, value, record["images_seen"])
+        self.folder.log(record)
 
     def _state(self) -> dict[str, Any]:
         from trainer.checkpoint import rng_state
@@ -701,16 +683,9 @@ class _Run:
                 break
         if bar is not None:
             bar.close()
-        if self.tb is not None:
-            self.tb.close()
+        if self.folder is not None:
+            self.folder.close()
         return self.out
-
-
-def _line_images(line: str) -> int:
-    try:
-        return int(json.loads(line).get("images_seen", 0))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return 1 << 62  # a torn last line: dropped
 
 
 def _save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
