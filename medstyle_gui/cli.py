@@ -337,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_gan_arguments(g)
     g.set_defaults(func=_cmd_train_gan)
     add_train_encoder_command(tsub)
+    from trainer.train_cli import add_train_bundle_arguments, run_train_bundle
+
+    tb = tsub.add_parser("bundle", help="the model bundle of any snapshot of a GAN run")
+    add_train_bundle_arguments(tb)
+    tb.set_defaults(func=run_train_bundle)
 
     p = sub.add_parser("bench", help="time the networks on this machine")
     bsub = p.add_subparsers(

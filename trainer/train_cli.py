@@ -315,6 +315,26 @@ def run_train_encoder(args: argparse.Namespace) -> int:
     return _train_here(train_encoder, cfg, args)
 
 
+def add_train_bundle_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``train bundle`` (shared by ``medstyle`` and ``python -m trainer``)."""
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="GAN run folder (its best snapshot) or checkpoint file (checkpoints/images-*.pt)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="model bundle folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def run_train_bundle(args: argparse.Namespace) -> int:
+    """Run ``train bundle``: the model bundle of one snapshot of a GAN run."""
+    from trainer.loops.gan import bundle_from_checkpoint
+
+    out = bundle_from_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------
 
 
@@ -372,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     encoder = tsub.add_parser("encoder", help="the image -> w encoder of a model bundle")
     add_train_encoder_arguments(encoder)
     encoder.set_defaults(run=run_train_encoder)
+    bundle = tsub.add_parser("bundle", help="the model bundle of any snapshot of a GAN run")
+    add_train_bundle_arguments(bundle)
+    bundle.set_defaults(run=run_train_bundle)
     return parser
 
 

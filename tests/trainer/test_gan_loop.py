@@ -362,3 +362,39 @@ def test_init_from_refuses_growing_or_another_network(
     assert main([*args, "--out", str(tmp_path / "b"), *wider]) == 1
     assert "holds another network than this run's" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_any_snapshot_can_become_a_bundle(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train bundle``: the run keeps a bundle of its best snapshot; any other one can
+    be packed the same way, with its own metric and images seen."""
+    from trainer.bundle import read_bundle_generator, read_bundle_manifest, verify_bundle
+    from trainer.checkpoint import load_checkpoint
+    from trainer.train_cli import main
+
+    snapshot = tiny_run / "checkpoints" / "images-000000080.pt"
+    out = tmp_path / "at80"
+    assert main(["train", "bundle", str(snapshot), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    manifest = verify_bundle(out)
+    logged = [r for r in read_log(tiny_run) if r["event"] == "snapshot"]
+    assert manifest["training"]["images_seen"] == 80
+    assert manifest["training"]["metric_value"] == logged[0]["swd"]
+    assert (
+        manifest["training"]["geometry"]
+        == read_bundle_manifest(tiny_run / "bundle")["training"]["geometry"]
+    )
+    saved = load_checkpoint(snapshot)
+    packed = read_bundle_generator(out)
+    assert all(torch.equal(packed["G_ema"][k], v) for k, v in saved["G_ema"].items())
+    # the run folder itself means its best snapshot, as the run's own bundle/
+    best = tmp_path / "best"
+    assert main(["train", "bundle", str(tiny_run), "--out", str(best)]) == 0
+    ours, runs = read_bundle_generator(best), read_bundle_generator(tiny_run / "bundle")
+    assert all(torch.equal(ours["G_ema"][k], v) for k, v in runs["G_ema"].items())
+    # nothing is overwritten unasked, and a wrong file is one line
+    assert main(["train", "bundle", str(snapshot), "--out", str(out)]) == 1
+    assert main(["train", "bundle", str(tiny_run / "log.jsonl"), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "exists" in err[0] and not (tmp_path / "x").exists()

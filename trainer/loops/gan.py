@@ -20,6 +20,7 @@ takes its share, so N processes with batch B/N see what one process with batch B
 from __future__ import annotations
 
 import copy
+import json
 import math
 import shutil
 import signal
@@ -304,6 +305,108 @@ def measure_training_speed(
         distributed.cleanup()
 
 
+def write_model_bundle(
+    folder: Path,
+    *,
+    cfg: GANTrainConfig,
+    network_config: dict[str, Any],
+    generator_state: dict[str, torch.Tensor],
+    discriminator_state: dict[str, torch.Tensor],
+    normalisation: dict[str, Any],
+    images_seen: int,
+    metric_value: float | None,
+    geometry: dict[str, Any],
+    overwrite: bool = True,
+) -> Path:
+    """The model bundle of a snapshot (G_ema ``generator_state``, D), with the training
+    record the explorer and the model card read: images seen (over every run it continued
+    with ``--init-from``), the metric, the data and its geometry, the whole config."""
+    from trainer.bundle import write_bundle
+
+    training: dict[str, Any] = {
+        "images_seen": images_seen,
+        "kimg": images_seen / 1000,
+        "metric": cfg.metric,
+        "metric_value": metric_value,
+        "loss": cfg.loss,
+        "data": str(cfg.data),
+        "geometry": geometry,
+        "config": cfg.to_dict(),
+    }
+    if cfg.init_from is not None:
+        before = _bundle_kimg(cfg.init_from)
+        training["init_from"] = {"bundle": str(cfg.init_from), "kimg": before}
+        training["kimg_total"] = before + images_seen / 1000
+    return write_bundle(
+        folder,
+        generator_state=generator_state,
+        discriminator_state=discriminator_state,
+        w_avg=generator_state["w_avg"].detach().cpu(),
+        config=network_config,
+        normalisation=normalisation,
+        training=training,
+        overwrite=overwrite,
+    )
+
+
+def bundle_from_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Write the model bundle of any snapshot of a GAN run: ``checkpoint`` is a run folder
+    (its ``checkpoints/best.pt``) or a checkpoint file (``images-*.pt``, ``latest.pt``).
+    A run keeps a bundle of its best snapshot by the metric only; another one may serve
+    better (e.g. the one that reconstructs best)."""
+    from trainer.checkpoint import load_checkpoint
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise ConfigError("does not exist (a GAN run folder or checkpoint file)", path)
+    state = load_checkpoint(path)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError("is not a medstyle GAN training checkpoint", path)
+    cfg = GANTrainConfig.from_dict(state["config"], path)
+    images_seen = int(state["progress"]["images_seen"])
+    geometry = state.get("geometry")
+    if geometry is None:  # checkpoints written before the geometry was kept in them
+        from trainer.data.dataset import dataset_geometry, open_dataset
+
+        try:
+            with open_dataset(cfg.data) as f:
+                geometry = dataset_geometry(f)
+        except DatasetError:
+            geometry = {}
+    log = path.parent.parent / "log.jsonl"
+    return write_model_bundle(
+        Path(out),
+        cfg=cfg,
+        network_config=state["network_config"],
+        generator_state=state["G_ema"],
+        discriminator_state=state["D"],
+        normalisation=state["normalisation"],
+        images_seen=images_seen,
+        metric_value=_logged_metric(log, images_seen, cfg.metric),
+        geometry=geometry,
+        overwrite=overwrite,
+    )
+
+
+def _logged_metric(log: Path, images_seen: int, metric: str) -> float | None:
+    """The metric a run's log.jsonl holds for its snapshot at ``images_seen`` (None if none)."""
+    if not log.is_file():
+        return None
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("event") == "snapshot" and record.get("images_seen") == images_seen:
+            value = record.get(metric)
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
 class _Run:
     def __init__(self, cfg: GANTrainConfig, info: distributed.DistInfo, resume: bool) -> None:
         from trainer.data.dataset import dataset_geometry, dataset_normalisation, open_dataset
@@ -365,6 +468,7 @@ class _Run:
             "config": self.cfg.to_dict(),
             "network_config": self.net_cfg.to_dict(),
             "normalisation": self.normalisation,
+            "geometry": self.geometry,
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict(),
@@ -489,31 +593,16 @@ class _Run:
         return metrics.fid(*feats)
 
     def _write_bundle(self) -> None:
-        from trainer.bundle import write_bundle
-
-        training = {
-            "images_seen": self.images_seen,
-            "kimg": self.images_seen / 1000,
-            "metric": self.cfg.metric,
-            "metric_value": self.best["value"] if self.best else None,
-            "loss": self.cfg.loss,
-            "data": str(self.cfg.data),
-            "geometry": self.geometry,
-            "config": self.cfg.to_dict(),
-        }
-        if self.cfg.init_from is not None:
-            before = _bundle_kimg(self.cfg.init_from)
-            training["init_from"] = {"bundle": str(self.cfg.init_from), "kimg": before}
-            training["kimg_total"] = before + self.images_seen / 1000
-        write_bundle(
+        write_model_bundle(
             self.out / "bundle",
+            cfg=self.cfg,
+            network_config=self.net_cfg.to_dict(),
             generator_state=self.G_ema.state_dict(),
             discriminator_state=self.D.state_dict(),
-            w_avg=self.G_ema.w_avg.detach().cpu(),
-            config=self.net_cfg.to_dict(),
             normalisation=self.normalisation,
-            training=training,
-            overwrite=True,
+            images_seen=self.images_seen,
+            metric_value=self.best["value"] if self.best else None,
+            geometry=self.geometry,
         )
 
     # -- training -------------------------------------------------------------------------
