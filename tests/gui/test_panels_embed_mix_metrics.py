@@ -222,6 +222,24 @@ def test_metrics_numbers_truth_and_curve(qtbot, pair_state) -> None:
     assert "sought slice" in metrics.curve_note.text()
 
 
+def test_a_curve_cut_short_says_why(pair_state) -> None:
+    """One MR scan without its CT: past the modality surface there is nothing to score."""
+    from medstyle_gui.gui.panels.metrics import missing_truth_note
+
+    model, alone = pair_state.model, pair_state.explore.copy()
+    alone.paired = None
+    assert alone.source.modality == "MR"
+    x = np.linspace(-1.0, 1.0, 5)
+    cut = np.array([0.1, 0.2, 0.3, np.nan, np.nan])
+    assert missing_truth_note(model, alone, "modality", x, cut) == (
+        "Scored for -1 to 0 only: the moved slice reads as CT there, and this study has "
+        "no CT to compare."
+    )
+    assert missing_truth_note(model, alone, "slice", x, cut).endswith("outside the scan there.")
+    assert missing_truth_note(model, alone, "modality", x, np.ones(5)) == ""
+    assert missing_truth_note(model, alone, "modality", x, np.full(5, np.nan)) == ""
+
+
 def test_latest_job_drops_stale_results(qtbot, app_state) -> None:
     from medstyle_gui.gui.panels._background import LatestJob
 

@@ -68,6 +68,33 @@ def curve_truth(model: Model, state: explore.ExplorerState, name: str) -> str:
     return "the truth the live view uses at each value"
 
 
+def missing_truth_note(
+    model: Model, state: explore.ExplorerState, name: str, x: np.ndarray, error: np.ndarray
+) -> str:
+    """Why a curve stops short (some points have no truth), in words; "" when whole.
+
+    ``x`` [K] as the axis shows it, ``error`` [K] with NaN where a point has no truth."""
+    known = np.isfinite(error)
+    if known.all() or not known.any():
+        return ""
+    low, high = float(x[known].min()), float(x[known].max())
+    direction = model.directions[name]
+    if explore.is_modality_direction(direction) and state.paired is None:
+        other = (
+            direction.classes[1]
+            if state.source is None
+            else next(
+                (c for c in direction.classes if c != state.source.modality), direction.classes[1]
+            )
+        )
+        why = f"the moved slice reads as {other} there, and this study has no {other} to compare"
+    elif explore.is_slice_direction(direction):
+        why = "the sought slice lies outside the scan there"
+    else:
+        why = "no truth for the moved slice there"
+    return f"Scored for {low:.3g} to {high:.3g} only: {why}."
+
+
 class MetricsPanel(QWidget):
     """Live error of the rendered slice and the error-against-slider curve."""
 
@@ -287,7 +314,8 @@ class MetricsPanel(QWidget):
             why = "no ground truth" if snap.source is None else "no ground truth at these values"
             self.curve_note.setText(f"No curve: {why}.")
         else:
-            self.curve_note.setText(f"Against {curve_truth(model, snap, name)}.")
+            note = missing_truth_note(model, snap, name, np.asarray(x, float), curve.error)
+            self.curve_note.setText(f"Against {curve_truth(model, snap, name)}. {note}".strip())
         self._mark()
 
     def _mark(self) -> None:
