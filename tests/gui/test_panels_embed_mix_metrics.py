@@ -232,12 +232,28 @@ def test_a_curve_cut_short_says_why(pair_state) -> None:
     x = np.linspace(-1.0, 1.0, 5)
     cut = np.array([0.1, 0.2, 0.3, np.nan, np.nan])
     assert missing_truth_note(model, alone, "modality", x, cut) == (
-        "Scored for -1 to 0 only: the moved slice reads as CT there, and this study has "
+        "Scored at -1 to 0 only: the moved slice reads as CT there, and this study has "
         "no CT to compare."
+    )
+    gaps = np.array([0.1, np.nan, 0.3, np.nan, 0.5])
+    assert missing_truth_note(model, alone, "modality", x, gaps).startswith(
+        "Scored at -1, 0 and 1 only:"
     )
     assert missing_truth_note(model, alone, "slice", x, cut).endswith("outside the scan there.")
     assert missing_truth_note(model, alone, "modality", x, np.ones(5)) == ""
     assert missing_truth_note(model, alone, "modality", x, np.full(5, np.nan)) == ""
+
+
+def test_the_now_dot_marks_only_scored_values() -> None:
+    from medstyle_gui.gui.panels.metrics import curve_value_at
+
+    x = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+    y = np.array([0.1, 0.2, 0.3, np.nan, 0.5])
+    assert curve_value_at(x, y, -0.75) == pytest.approx(0.15)
+    assert curve_value_at(x, y, 0.0) == pytest.approx(0.3)
+    assert curve_value_at(x, y, 1.0) == pytest.approx(0.5)
+    for gap in (0.25, 0.5, 0.75, -2.0, 2.0):  # next to the NaN, or past the ends
+        assert curve_value_at(x, y, gap) is None
 
 
 def test_latest_job_drops_stale_results(qtbot, app_state) -> None:

@@ -68,6 +68,19 @@ def curve_truth(model: Model, state: explore.ExplorerState, name: str) -> str:
     return "the truth the live view uses at each value"
 
 
+def curve_value_at(x: np.ndarray, y: np.ndarray, at: float) -> float | None:
+    """The curve ``y [K]`` over sorted ``x [K]`` at ``at``, linear between its two points
+    either side; None where either is missing (NaN) or ``at`` is off the curve's ends:
+    the dot marks a scored value, never one carried over a gap."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    i = int(np.searchsorted(x, at))
+    if i < len(x) and np.isclose(x[i], at):
+        return float(y[i]) if np.isfinite(y[i]) else None
+    if i == 0 or i == len(x) or not (np.isfinite(y[i - 1]) and np.isfinite(y[i])):
+        return None
+    return float(np.interp(at, x[i - 1 : i + 1], y[i - 1 : i + 1]))
+
+
 def missing_truth_note(
     model: Model, state: explore.ExplorerState, name: str, x: np.ndarray, error: np.ndarray
 ) -> str:
@@ -77,7 +90,17 @@ def missing_truth_note(
     known = np.isfinite(error)
     if known.all() or not known.any():
         return ""
-    low, high = float(x[known].min()), float(x[known].max())
+    # the scored stretches of the curve: "a to b", or "a" for a lone point
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], known.astype(int), [0]])))
+    runs = [
+        f"{x[a]:.3g}" if b - a == 1 else f"{x[a]:.3g} to {x[b - 1]:.3g}"
+        for a, b in zip(edges[::2], edges[1::2], strict=True)
+    ]
+    where = (
+        " and ".join([", ".join(runs[:-1]), runs[-1]] if len(runs) > 1 else runs)
+        if len(runs) <= 3
+        else f"{int(known.sum())} of {len(known)} points"
+    )
     direction = model.directions[name]
     if explore.is_modality_direction(direction) and state.paired is None:
         other = (
@@ -92,7 +115,7 @@ def missing_truth_note(
         why = "the sought slice lies outside the scan there"
     else:
         why = "no truth for the moved slice there"
-    return f"Scored for {low:.3g} to {high:.3g} only: {why}."
+    return f"Scored at {where} only: {why}."
 
 
 class MetricsPanel(QWidget):
@@ -336,7 +359,5 @@ class MetricsPanel(QWidget):
         if curve is None or name != self.current_direction():
             self.dot.setData([], [])
             return
-        ok = np.isfinite(curve.error)
-        if ok.sum() >= 1:
-            y = float(np.interp(alpha, curve.x[ok], curve.error[ok]))
-            self.dot.setData([x], [y])
+        y = curve_value_at(curve.x, curve.error, alpha)
+        self.dot.setData([] if y is None else [x], [] if y is None else [y])
