@@ -236,3 +236,28 @@ def test_the_window_label_drops_below_a_long_title() -> None:
     assert window_label_row((200, 80), 150, 600, 6) == 0  # room beside the title
     assert window_label_row((300, 80), 150, 420, 6) == 1  # beside the subtitle
     assert window_label_row((300, 300), 150, 420, 6) == 2  # below both
+
+
+def test_the_top_letter_keeps_clear_of_a_dropped_window_label() -> None:
+    from medstyle_gui.gui.views.overlay import top_letter_row
+
+    assert top_letter_row((100, 0), [150, 0, 0], 600, 6) == 0  # free between title and label
+    # a long title pushes the label to line 1 of a narrow view: the letter goes below both
+    assert top_letter_row((300, 0), [0, 150, 0], 300, 6) == 2
+    assert top_letter_row((300, 0), [0, 150, 0], 500, 6) == 1  # in a wide one, beside it
+    assert top_letter_row((300, 0), [150, 0, 0], 600, 6) == 1  # line 1 is empty
+
+
+def test_an_image_wholly_outside_the_window_says_so(view: SliceView) -> None:
+    """A generated CT of air only is black at a soft-tissue window: the view says why."""
+    air = np.full((8, 8), -900.0, np.float32)
+    air[0, 0] = -458.0
+    view.set_image(air, (1.0, 1.0), "CT")
+    view.set_window(40, 400)
+    assert view.window_clip_note() == "all below the window (max -458 HU)"
+    view.set_window(-700, 1500)  # a lung window shows it
+    assert view.window_clip_note() == ""
+    view.set_image(np.full((8, 8), 3000.0, np.float32), (1.0, 1.0), "CT")
+    view.set_window(40, 400)
+    assert view.window_clip_note() == "all above the window (min 3000 HU)"
+    view.grab()  # the overlay paints the note

@@ -59,26 +59,28 @@ def paint_overlay(v: SliceView, p: QPainter, w: int, h: int) -> None:
         p.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, v.message)
     if v.image is None:
         return
-    # the corners' text blocks, to keep the top orientation letter clear of them
+    clipped = v.window_clip_note()
+    if clipped:
+        p.setPen(DIM_TEXT)
+        p.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, clipped)
+    # the corners' text blocks per line, to keep the top orientation letter clear of them
     bold = QFont(font)
     bold.setBold(True)
-    left_block = max(
-        QFontMetrics(bold).horizontalAdvance(title), metrics.horizontalAdvance(subtitle)
-    )
-    right_block = 0
+    lefts = (QFontMetrics(bold).horizontalAdvance(title), metrics.horizontalAdvance(subtitle))
+    rights = [0.0, 0.0, 0.0]  # the window label's width on the line it takes
     if not v.diverging:
         level, width = v.window()
         text = f"W {width:.0f}  L {level:.0f} {v.units()}".rstrip()
         right_block = metrics.horizontalAdvance(text)
-        lefts = (QFontMetrics(bold).horizontalAdvance(title), metrics.horizontalAdvance(subtitle))
         row = window_label_row(lefts, right_block, w, pad)
+        rights[row] = right_block
         _text(p, w - pad - right_block, pad + metrics.ascent() + row * line, text)
     # value above position: the value is what the eye looks for
     position, value = v.probe_lines()
     probe_block = max(metrics.horizontalAdvance(position), metrics.horizontalAdvance(value))
     scale_block = 0.2 * w + 30  # the scale bar is at most a fifth of the width
     drops = (
-        0 if _centre_free(w, pad, left_block, right_block) else (2 if subtitle else 1) * line,
+        top_letter_row(lefts, rights, w, pad) * line,
         0 if _centre_free(w, pad, probe_block, scale_block) else 2 * line,
     )
     _paint_orientation(v, p, font, w, h, pad, *drops)
@@ -98,6 +100,16 @@ def window_label_row(lefts: tuple[float, float], right: float, w: int, pad: int)
         if pad + left + 12 < w - pad - right:
             return row
     return 2
+
+
+def top_letter_row(
+    lefts: tuple[float, float], rights: tuple[float, float, float] | list[float], w: int, pad: int
+) -> int:
+    """The line (0-3) of the top orientation letter: the first where the text in the
+    corners (``lefts``: title, subtitle; ``rights``: the window label's width on the line
+    it took, else 0) leaves mid-width free."""
+    widths = (*lefts, 0.0)
+    return next((r for r in range(3) if _centre_free(w, pad, widths[r], rights[r])), 3)
 
 
 def _centre_free(w: int, pad: int, left: float, right: float) -> bool:

@@ -291,6 +291,21 @@ class SliceView(QWidget):
         """``(black, white)`` values of the current window."""
         return wl.window_to_range(*self._window)
 
+    def window_clip_note(self) -> str:
+        """ "" unless every pixel lies outside the window, where the view is uniformly black
+        (or white) and the user should know why: "all below the window (max -458 HU)"."""
+        image = self._image
+        if image is None or self._diverging or image.size == 0:
+            return ""
+        black, white = self.levels()
+        low, high = float(np.nanmin(image)), float(np.nanmax(image))
+        units = f" {self.units()}".rstrip()
+        if high < black:
+            return f"all below the window (max {high:.0f}{units})"
+        if low > white:
+            return f"all above the window (min {low:.0f}{units})"
+        return ""
+
     def orientation_labels(self) -> dict[str, str]:
         """``{"left", "right", "top", "bottom"}`` letters drawn at the edges."""
         return dict(self._labels)
