@@ -208,7 +208,7 @@ def run_train_gan(args: argparse.Namespace) -> int:
 
         from trainer.loops.gan import check_run
 
-        check_run(cfg, args.gpus)
+        check_run(cfg, args.gpus, resume=args.resume)
 
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")

@@ -7,7 +7,9 @@
 #   STAGES: data gan encoder embed directions heldout pack evaluate (default: all, in order)
 # Every stage can be re-run: `gan` resumes its training, the others redo their step.
 # GAN_INIT_FROM=BUNDLE starts a new `gan` run from a bundle's G and D at SIZE px (to
-# continue the training of a shipped model whose run folder is gone).
+# continue the training of a shipped model whose run folder is gone). SNAPSHOT=FILE packs
+# that checkpoint of the run instead of its best by the metric (e.g. the one that
+# reconstructs best).
 # Refinement runs in bf16 (--bf16: 1.7x faster on a CPU with AVX512-BF16, same error) and
 # to convergence in W (500 steps at lr 0.03; the paper's 350 at 0.001 stop well short of
 # it): the directions are fitted on such latents, the bundle records it, and every later
@@ -56,9 +58,10 @@ stage_gan() {
 }
 
 stage_encoder() {
-  # a fresh copy of the best snapshot: the encoder and directions go into it
+  # a fresh bundle of the best snapshot by the metric (or of SNAPSHOT, a checkpoint file
+  # of the run): the encoder and directions go into it
   rm -rf "$bundle" encoder
-  cp -r gan/bundle "$bundle"
+  medstyle train bundle "${SNAPSHOT:-gan}" --out "$bundle"
   medstyle train encoder --model "$bundle" --out encoder --kimg "${ENCODER_KIMG:-15}" \
     --batch 8 --lr 1e-3 --device cpu --quiet
 }

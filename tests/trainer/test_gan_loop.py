@@ -314,7 +314,7 @@ def test_init_from_a_bundle_starts_from_its_weights_and_counts_its_images(
     from the bundle, and the new bundle adds its images to the old ones."""
     from trainer import distributed
     from trainer.bundle import read_bundle_generator, read_bundle_manifest
-    from trainer.loops.gan import _Run, train_gan
+    from trainer.loops.gan import _Run, bundle_from_checkpoint, train_gan
 
     bundle = tiny_run / "bundle"
     cfg = GANTrainConfig.resolve(
@@ -340,9 +340,21 @@ def test_init_from_a_bundle_starts_from_its_weights_and_counts_its_images(
     )
     training = read_bundle_manifest(out / "bundle")["training"]
     assert training["images_seen"] == 32
-    assert training["init_from"] == {"bundle": str(bundle), "kimg": 0.16}
+    assert training["init_from"]["bundle"] == str(bundle.resolve())
+    assert training["init_from"]["kimg"] == 0.16
     assert training["kimg_total"] == pytest.approx(0.192)
     assert read_log(out)[0]["resolution"] == 32  # no progressive growing
+    # the start is recorded when the run starts: replacing that bundle later (with this
+    # run's own result, say) changes neither the count nor a resume
+    moved = tmp_path / "moved"
+    bundle.rename(moved)
+    try:
+        more = GANTrainConfig.from_dict({**cfg.to_dict(), "out": str(out), "kimg": 0.048})
+        train_gan(more, resume=True, progress=False)
+        again = bundle_from_checkpoint(out / "checkpoints" / "latest.pt", tmp_path / "latest")
+    finally:
+        moved.rename(bundle)
+    assert read_bundle_manifest(again)["training"]["kimg_total"] == pytest.approx(0.208)
 
 
 def test_init_from_refuses_growing_or_another_network(

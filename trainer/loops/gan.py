@@ -181,9 +181,12 @@ def network_config(cfg: GANTrainConfig, final_resolution: int) -> StyleGANConfig
     return StyleGANConfig.from_dict(d)
 
 
-def check_run(cfg: GANTrainConfig, world_size: int, dataset: Any = None) -> int:
+def check_run(
+    cfg: GANTrainConfig, world_size: int, dataset: Any = None, *, resume: bool = False
+) -> int:
     """Check ``cfg`` against its dataset and the number of processes before anything
-    starts; return the final resolution (px). ``dataset``: an open SliceDataset."""
+    starts; return the final resolution (px). ``dataset``: an open SliceDataset. A
+    resumed run needs no ``--init-from`` bundle any more (its checkpoint has the weights)."""
     from trainer.data.torch_dataset import SliceDataset
 
     dataset = dataset if dataset is not None else SliceDataset(cfg.data, modality=cfg.modality)
@@ -206,18 +209,25 @@ def check_run(cfg: GANTrainConfig, world_size: int, dataset: Any = None) -> int:
                 cfg.data,
             )
     net_cfg = network_config(cfg, final)  # raises ConfigError for bad network overrides
-    if cfg.init_from is not None:
+    if cfg.init_from is not None and not resume:
         _check_init_bundle(cfg, net_cfg, final)
     return final
 
 
-def _bundle_kimg(folder: str) -> float:
-    """Thousands of real images a bundle's generator has seen, over every run it
-    continued (``kimg_total``) or its own run alone (``kimg``)."""
-    from trainer.bundle import read_bundle_manifest
+def init_record(folder: str) -> dict[str, Any]:
+    """What a run started with ``--init-from`` records of its starting bundle, read once
+    when it starts (the bundle may be replaced later, e.g. by this run's own result):
+    its absolute path, its generator's hash and the thousands of real images its
+    generator had seen over every run it continued (``kimg_total``) or its own (``kimg``)."""
+    from trainer.bundle import GENERATOR_FILE, read_bundle_manifest
 
-    training = read_bundle_manifest(folder).get("training") or {}
-    return float(training.get("kimg_total", training.get("kimg", 0.0)))
+    manifest = read_bundle_manifest(folder)
+    training = manifest.get("training") or {}
+    return {
+        "bundle": str(Path(folder).resolve()),
+        "generator_sha256": manifest["files"][GENERATOR_FILE]["sha256"],
+        "kimg": float(training.get("kimg_total", training.get("kimg", 0.0))),
+    }
 
 
 def _check_init_bundle(cfg: GANTrainConfig, net_cfg: StyleGANConfig, final: int) -> None:
@@ -316,11 +326,13 @@ def write_model_bundle(
     images_seen: int,
     metric_value: float | None,
     geometry: dict[str, Any],
+    init_from: dict[str, Any] | None = None,
     overwrite: bool = True,
 ) -> Path:
     """The model bundle of a snapshot (G_ema ``generator_state``, D), with the training
-    record the explorer and the model card read: images seen (over every run it continued
-    with ``--init-from``), the metric, the data and its geometry, the whole config."""
+    record the explorer and the model card read: images seen (over every run it continued:
+    ``init_from`` is :func:`init_record` of the bundle this run started from), the
+    metric, the data and its geometry, the whole config."""
     from trainer.bundle import write_bundle
 
     training: dict[str, Any] = {
@@ -333,10 +345,9 @@ def write_model_bundle(
         "geometry": geometry,
         "config": cfg.to_dict(),
     }
-    if cfg.init_from is not None:
-        before = _bundle_kimg(cfg.init_from)
-        training["init_from"] = {"bundle": str(cfg.init_from), "kimg": before}
-        training["kimg_total"] = before + images_seen / 1000
+    if init_from is not None:
+        training["init_from"] = init_from
+        training["kimg_total"] = init_from["kimg"] + images_seen / 1000
     return write_bundle(
         folder,
         generator_state=generator_state,
@@ -388,6 +399,7 @@ def bundle_from_checkpoint(
         images_seen=images_seen,
         metric_value=_logged_metric(log, images_seen, cfg.metric),
         geometry=geometry,
+        init_from=state.get("init_from") or (cfg.init_from and init_record(cfg.init_from)),
         overwrite=overwrite,
     )
 
@@ -417,7 +429,7 @@ class _Run:
         with open_dataset(cfg.data) as f:
             self.normalisation = dataset_normalisation(f).to_dict()
             self.geometry = dataset_geometry(f)
-        self.final = check_run(cfg, info.world_size, self.dataset)
+        self.final = check_run(cfg, info.world_size, self.dataset, resume=resume)
         self.net_cfg = network_config(cfg, self.final)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -434,10 +446,13 @@ class _Run:
         self.best: dict[str, Any] | None = None  # {"value", "images_seen", "file"}
         self.folder: RunFolder | None = None  # rank 0: config, log, TensorBoard
         self.inception: Any = None  # FID's feature network (rank 0, metric "fid")
+        self.init_from: dict[str, Any] | None = None  # init_record() of --init-from
         if resume:
             self._load(self.out / "checkpoints" / "latest.pt")
         elif cfg.init_from is not None:
             self._init_from_bundle(cfg.init_from)
+        if cfg.init_from is not None and self.init_from is None:
+            self.init_from = init_record(cfg.init_from)  # a checkpoint from before it was kept
         distributed.broadcast_module(self.G)
         distributed.broadcast_module(self.D)
         distributed.broadcast_module(self.G_ema)
@@ -469,6 +484,7 @@ class _Run:
             "network_config": self.net_cfg.to_dict(),
             "normalisation": self.normalisation,
             "geometry": self.geometry,
+            "init_from": self.init_from,
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict(),
@@ -504,6 +520,7 @@ class _Run:
         self.images_seen, self.step = int(p["images_seen"]), int(p["step"])
         self.epoch, self.offset = int(p["epoch"]), int(p["offset"])
         self.best = p["best"]
+        self.init_from = state.get("init_from")
         set_rng_state(state["rng"])
 
     def _init_from_bundle(self, folder: str) -> None:
@@ -603,6 +620,7 @@ class _Run:
             images_seen=self.images_seen,
             metric_value=self.best["value"] if self.best else None,
             geometry=self.geometry,
+            init_from=self.init_from,
         )
 
     # -- training -------------------------------------------------------------------------
