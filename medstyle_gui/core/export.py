@@ -146,6 +146,25 @@ class GANOptions:
 
 
 @dataclass
+class SnapshotBundleOptions:
+    """``medstyle train bundle``: the model bundle of one snapshot of a GAN run."""
+
+    checkpoint: str = ""  # a run folder (its best snapshot) or a checkpoint file
+    out: str = ""  # the bundle folder to write
+    overwrite: bool = False
+
+    def argv(self) -> list[str]:
+        _need_file(self.checkpoint, "the run's snapshot")
+        if not self.out:
+            raise ConfigError("choose the bundle folder to write")
+        if Path(self.out).exists() and not self.overwrite:
+            raise ConfigError("already exists (tick Replace to overwrite it)", self.out)
+        return ["train", "bundle", self.checkpoint, "--out", self.out] + (
+            ["--overwrite"] * self.overwrite
+        )
+
+
+@dataclass
 class EncoderOptions:
     """``medstyle train encoder``: the image -> w encoder of a model bundle."""
 

@@ -71,6 +71,23 @@ def test_gan_command_line(tmp_path: Path) -> None:
         GANOptions(data=str(data), out=str(tmp_path / "new"), init_from="nowhere").argv()
 
 
+def test_snapshot_bundle_command_line(tmp_path: Path) -> None:
+    from medstyle_gui.core.export import SnapshotBundleOptions
+
+    snap = tmp_path / "images-000001000.pt"
+    snap.write_bytes(b"")
+    out = tmp_path / "model"
+    assert SnapshotBundleOptions(str(snap), str(out)).argv() == [
+        "train", "bundle", str(snap), "--out", str(out),
+    ]  # fmt: skip
+    out.mkdir()
+    with pytest.raises(ConfigError, match="already exists"):
+        SnapshotBundleOptions(str(snap), str(out)).argv()
+    assert SnapshotBundleOptions(str(snap), str(out), overwrite=True).argv()[-1] == "--overwrite"
+    with pytest.raises(ConfigError, match="snapshot"):
+        SnapshotBundleOptions("", str(out)).argv()
+
+
 def test_other_command_lines(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="study folder"):
         DatasetOptions(out="x.h5").argv()

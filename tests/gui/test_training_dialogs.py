@@ -194,6 +194,22 @@ def test_tiny_gan_run_stop_resume(
     monitor.open_button.click()
     assert opened == [run / "bundle"]
 
+    # any snapshot becomes a model of its own: listed newest first with its metric
+    controller.actions["snapshot"].trigger()
+    pack = controller.dialog
+    qtbot.addWidget(pack)
+    pack.run.setText(run)
+    labels = [pack.snapshot.itemText(i) for i in range(pack.snapshot.count())]
+    assert labels[0].startswith("0.12 kimg") and labels[-1].startswith("0.04 kimg  ·  SWD")
+    pack.snapshot.setCurrentIndex(pack.snapshot.count() - 1)
+    pack.out.setText(tmp_path / "at40")
+    _click_start(pack)
+    packed = controller.monitors[-1]
+    qtbot.addWidget(packed)
+    qtbot.waitUntil(lambda: packed.outcome == "done", timeout=60000)
+    packed.open_button.click()
+    assert opened[-1] == tmp_path / "at40" and (tmp_path / "at40" / "bundle.json").is_file()
+
 
 def test_failed_command_says_why(training_menu, qtbot, tmp_path: Path) -> None:
     """A command that fails shows the CLI's one error line, no traceback."""
@@ -236,7 +252,8 @@ def test_panel_watches_a_run_folder(qtbot, tmp_path: Path) -> None:
     panel.training.open_bundle = opened.append
     texts = [a.text() for a in panel.menu_actions()]
     assert texts == [
-        "Prepare dataset...", "Train StyleGAN...", "Train encoder...", "Fit directions...", "",
+        "Prepare dataset...", "Train StyleGAN...", "Pack a snapshot...", "Train encoder...",
+        "Fit directions...", "",
         "Watch a run folder...",
     ]  # fmt: skip
     monitor = panel.training.watch_folder(run)

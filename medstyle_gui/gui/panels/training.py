@@ -1,8 +1,8 @@
 """The Training menu and the Training dock.
 
-The menu's actions: Prepare dataset, Train StyleGAN, Train encoder, Fit directions (each
-a dialog that builds a ``medstyle`` command line) and Watch a run folder (a run started
-elsewhere, e.g. on a GPU server with a shared disk). Every run gets a
+The menu's actions: Prepare dataset, Train StyleGAN, Pack a snapshot, Train encoder, Fit
+directions (each a dialog that builds a ``medstyle`` command line) and Watch a run
+folder (a run started elsewhere, e.g. on a GPU server with a shared disk). Every run gets a
 :class:`~medstyle_gui.gui.dialogs.monitor.TrainingMonitor` (its output, live loss and
 metric plots, the newest samples, Stop, Resume, Open model): a tab of the Training dock
 in the main window, or a window of its own when the menu is installed on its own with
@@ -35,6 +35,7 @@ from medstyle_gui.gui.dialogs.fit_directions import FitDirectionsDialog
 from medstyle_gui.gui.dialogs.monitor import TrainingMonitor
 from medstyle_gui.gui.dialogs.prepare_dataset import PrepareDatasetDialog
 from medstyle_gui.gui.dialogs.process_runner import RunSpec
+from medstyle_gui.gui.dialogs.snapshot_bundle import SnapshotBundleDialog
 from medstyle_gui.gui.dialogs.train_encoder import TrainEncoderDialog
 from medstyle_gui.gui.dialogs.train_gan import TrainGANDialog
 
@@ -52,12 +53,14 @@ class TrainingActions(QObject):
     DIALOGS: ClassVar[dict[str, type[CommandDialog]]] = {
         "dataset": PrepareDatasetDialog,
         "gan": TrainGANDialog,
+        "snapshot": SnapshotBundleDialog,
         "encoder": TrainEncoderDialog,
         "directions": FitDirectionsDialog,
     }
     ITEMS = (
         ("dataset", "Prepare dataset...", "fa5s.database", "paired studies -> HDF5 slices"),
         ("gan", "Train StyleGAN...", "fa5s.brain", "progressive growing; GPUs via torchrun"),
+        ("snapshot", "Pack a snapshot...", "fa5s.box", "a model bundle of any snapshot of a run"),
         ("encoder", "Train encoder...", "fa5s.compress-arrows-alt", "image -> w encoder"),
         ("directions", "Fit directions...", "fa5s.compass", "modality, sex, slice directions"),
         ("watch", "Watch a run folder...", "fa5s.eye", "follow a run started elsewhere"),
@@ -99,7 +102,7 @@ class TrainingActions(QObject):
         """The actions in menu order, a separator before Watch."""
         separator = QAction(self)
         separator.setSeparator(True)
-        items = [self.actions[k] for k in ("dataset", "gan", "encoder", "directions")]
+        items = [self.actions[k] for k in ("dataset", "gan", "snapshot", "encoder", "directions")]
         return [*items, separator, self.actions["watch"]]
 
     def open_dialog(self, kind: str) -> CommandDialog:
