@@ -201,6 +201,7 @@ def test_tiny_gan_run_stop_resume(
     pack.run.setText(run)
     labels = [pack.snapshot.itemText(i) for i in range(pack.snapshot.count())]
     assert labels[0].startswith("0.12 kimg") and labels[-1].startswith("0.04 kimg  ·  SWD")
+    assert sum(label.endswith("(best)") for label in labels) == 1
     pack.snapshot.setCurrentIndex(pack.snapshot.count() - 1)
     pack.out.setText(tmp_path / "at40")
     _click_start(pack)

@@ -19,6 +19,7 @@ def run_snapshots(run: Path) -> list[tuple[str, Path]]:
     """``(label, checkpoint)`` of every snapshot of the GAN run folder ``run``, newest
     first, each labelled with its kimg and the metric its log line holds."""
     metrics: dict[int, str] = {}
+    best = -1  # the run's best so far is the last snapshot logged as a new best
     try:
         lines = (run / "log.jsonl").read_text("utf-8").splitlines()
     except OSError:
@@ -30,10 +31,9 @@ def run_snapshots(run: Path) -> list[tuple[str, Path]]:
             continue
         if record.get("event") == "snapshot":
             named = [(k, v) for k, v in record.items() if k in ("swd", "fid")]
-            best = "  (best)" if record.get("best") else ""
-            metrics[int(record.get("images_seen", -1))] = (
-                f"{named[0][0].upper()} {named[0][1]:.2f}{best}" if named else ""
-            )
+            seen = int(record.get("images_seen", -1))
+            metrics[seen] = f"{named[0][0].upper()} {named[0][1]:.2f}" if named else ""
+            best = seen if record.get("best") else best
     out = []
     for path in sorted((run / "checkpoints").glob("images-*.pt"), reverse=True):
         try:
@@ -42,7 +42,7 @@ def run_snapshots(run: Path) -> list[tuple[str, Path]]:
             continue
         label = f"{seen / 1000:g} kimg"
         if metrics.get(seen):
-            label += f"  ·  {metrics[seen]}"
+            label += f"  ·  {metrics[seen]}" + ("  (best)" if seen == best else "")
         out.append((label, path))
     return out
 
