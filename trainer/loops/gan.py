@@ -451,8 +451,8 @@ class _Run:
             self._load(self.out / "checkpoints" / "latest.pt")
         elif cfg.init_from is not None:
             self._init_from_bundle(cfg.init_from)
-        if cfg.init_from is not None and self.init_from is None:
-            self.init_from = init_record(cfg.init_from)  # a checkpoint from before it was kept
+        if cfg.init_from is not None and self.init_from is None:  # resumed from a checkpoint
+            self.init_from = init_record(cfg.init_from)  # written before the record was kept
         distributed.broadcast_module(self.G)
         distributed.broadcast_module(self.D)
         distributed.broadcast_module(self.G_ema)
@@ -525,13 +525,13 @@ class _Run:
 
     def _init_from_bundle(self, folder: str) -> None:
         """Start G and G_ema from the bundle's G_ema (the bundle keeps no other G) and D
-        from its D; the optimisers start afresh (Adam's moments rebuild in a few hundred
+        from its D (:func:`check_run` made sure it has one), and record where the run
+        started; the optimisers start afresh (Adam's moments rebuild in a few hundred
         steps)."""
         from trainer.bundle import read_bundle_generator
 
         state = read_bundle_generator(folder)
-        if "D" not in state:
-            raise ConfigError("has no discriminator to continue training with", folder)
+        self.init_from = init_record(folder)
         self.G.load_state_dict(state["G_ema"])
         self.G_ema.load_state_dict(state["G_ema"])
         self.D.load_state_dict(state["D"])

@@ -6,34 +6,28 @@ snapshots with the metric each had, newest first."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PySide6.QtWidgets import QComboBox, QWidget
 
 from medstyle_gui.core.export import SnapshotBundleOptions
+from medstyle_gui.core.run_log import RunLog
 from medstyle_gui.gui.dialogs import CommandDialog, PathEdit, RunSpec
 
 
 def run_snapshots(run: Path) -> list[tuple[str, Path]]:
     """``(label, checkpoint)`` of every snapshot of the GAN run folder ``run``, newest
     first, each labelled with its kimg and the metric its log line holds."""
+    log = RunLog(run)
+    log.poll()
+    best = log.best_snapshot()  # the run's best so far: the last snapshot logged as one
     metrics: dict[int, str] = {}
-    best = -1  # the run's best so far is the last snapshot logged as a new best
-    try:
-        lines = (run / "log.jsonl").read_text("utf-8").splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("event") == "snapshot":
-            named = [(k, v) for k, v in record.items() if k in ("swd", "fid")]
-            seen = int(record.get("images_seen", -1))
-            metrics[seen] = f"{named[0][0].upper()} {named[0][1]:.2f}" if named else ""
-            best = seen if record.get("best") else best
+    for record in log.snapshots:
+        named = [(k, record[k]) for k in ("swd", "fid") if k in record]
+        metrics[int(record.get("images_seen", -1))] = (
+            f"{named[0][0].upper()} {named[0][1]:.2f}" if named else ""
+        )
+    best_seen = int(best.get("images_seen", -1)) if best is not None else -1
     out = []
     for path in sorted((run / "checkpoints").glob("images-*.pt"), reverse=True):
         try:
@@ -42,7 +36,7 @@ def run_snapshots(run: Path) -> list[tuple[str, Path]]:
             continue
         label = f"{seen / 1000:g} kimg"
         if metrics.get(seen):
-            label += f"  ·  {metrics[seen]}" + ("  (best)" if seen == best else "")
+            label += f"  ·  {metrics[seen]}" + ("  (best)" if seen == best_seen else "")
         out.append((label, path))
     return out
 

@@ -103,13 +103,8 @@ def missing_truth_note(
     )
     direction = model.directions[name]
     if explore.is_modality_direction(direction) and state.paired is None:
-        other = (
-            direction.classes[1]
-            if state.source is None
-            else next(
-                (c for c in direction.classes if c != state.source.modality), direction.classes[1]
-            )
-        )
+        source = state.source.modality if state.source is not None else None
+        other = next(c for c in reversed(direction.classes) if c != source)
         why = f"the moved slice reads as {other} there, and this study has no {other} to compare"
     elif explore.is_slice_direction(direction):
         why = "the sought slice lies outside the scan there"

@@ -96,6 +96,7 @@ class SliceView(QWidget):
     def __init__(self, title: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._image: np.ndarray | None = None
+        self._range: tuple[float, float] | None = None  # (min, max) of the finite pixels
         self._spacing = (1.0, 1.0)  # (row, column) pixel size in mm
         self._modality: str | None = None
         self._window = (0.5, 1.0)
@@ -157,6 +158,9 @@ class SliceView(QWidget):
             raise ValueError(f"SliceView shows 2-D slices, got shape {image.shape}")
         old_extent = self.extent_mm()
         self._image = image
+        # once per image: the overlay asks on every paint (the probe repaints as the mouse moves)
+        finite = image[np.isfinite(image)] if image.size else image
+        self._range = (float(finite.min()), float(finite.max())) if finite.size else None
         self._spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
         self._modality = modality
         self._message = ""
@@ -294,11 +298,10 @@ class SliceView(QWidget):
     def window_clip_note(self) -> str:
         """ "" unless every pixel lies outside the window, where the view is uniformly black
         (or white) and the user should know why: "all below the window (max -458 HU)"."""
-        image = self._image
-        if image is None or self._diverging or image.size == 0:
+        if self._image is None or self._diverging or self._range is None:
             return ""
         black, white = self.levels()
-        low, high = float(np.nanmin(image)), float(np.nanmax(image))
+        low, high = self._range
         units = f" {self.units()}".rstrip()
         if high < black:
             return f"all below the window (max {high:.0f}{units})"
