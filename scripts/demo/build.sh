@@ -15,7 +15,7 @@
 # it): the directions are fitted on such latents, the bundle records it, and every later
 # embedding into the bundle (held out, the report, the demo session) defaults to the same.
 # Settings (environment): THREADS (torch threads, default: all cores), SIZE (64),
-# GAN_CONFIG (default scripts/demo/gan64.json), ENCODER_KIMG (15), EMBED_STEP (every Nth
+# GAN_CONFIG (default scripts/demo/gan64_w512.json), ENCODER_KIMG (15), EMBED_STEP (every Nth
 # training slice, 32), REFINE_STEPS (500), REFINE_LR (0.03), TRIALS (8), HELDOUT_STEP
 # (every Nth held-out slice, 16), EVAL_SIZES (medium), REPORT (docs/report_demo).
 set -euo pipefail
@@ -26,9 +26,13 @@ shift
 stages=${*:-data gan encoder embed directions heldout pack evaluate}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
+# paths given in the environment are the caller's: make them absolute before moving to WORK_DIR
+abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+gan_config=$(abspath "${GAN_CONFIG:-$repo/scripts/demo/gan64_w512.json}")
+if [ -n "${GAN_INIT_FROM:-}" ]; then GAN_INIT_FROM=$(abspath "$GAN_INIT_FROM"); fi
+if [ -n "${SNAPSHOT:-}" ]; then SNAPSHOT=$(abspath "$SNAPSHOT"); fi
 cd "$work"
 if [ -n "${THREADS:-}" ]; then export OMP_NUM_THREADS=$THREADS; fi
-gan_config=${GAN_CONFIG:-$repo/scripts/demo/gan64.json}
 size=${SIZE:-64}             # the model's matrix: the datasets are built at this size
 bundle=$work/bundle          # the GAN's best snapshot, then encoder and directions
 demo=$repo/resources/models/demo
