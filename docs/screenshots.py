@@ -17,6 +17,26 @@ import time
 from pathlib import Path
 
 
+def alpha_to_ct(state, confidence: float = 0.99) -> float:
+    """The smallest move along 'modality' (in 0.1 steps) after which its classifier is
+    ``confidence`` sure the current slice's latent is CT: the Latent panel's picture shows
+    a translated image, whatever the direction's scale in this model's W."""
+    import torch
+
+    from medstyle_gui.core.explore import current_w
+    from medstyle_gui.core.latent import manipulate
+
+    direction = state.model.directions["modality"]
+    w = torch.as_tensor(current_w(state.snapshot(), state.model), dtype=torch.float32)
+    alpha = 0.0
+    while alpha < 20.0:
+        moved = manipulate(w.reshape(1, -1), direction, alpha, 1.0, state.model.w_mean)
+        if float(direction.probability(moved)[0]) >= confidence:
+            break
+        alpha += 0.1
+    return round(alpha, 1)
+
+
 def wait_quiet(app, state, timeout_s: float = 300.0, settle_s: float = 0.5) -> None:
     """Process events until no task runs and no render is pending for ``settle_s``."""
     start = quiet_since = time.perf_counter()
@@ -70,7 +90,7 @@ def main() -> int:
     wait_quiet(app, state)
     shot("embed", "embed")
     if "modality" in state.model.directions:
-        panels["latent"].set_alpha("modality", 0.6)
+        panels["latent"].set_alpha("modality", alpha_to_ct(state))
     shot("latent", "latent")
     panels["latent"].reset()
     panels["mixing"].apply_preset("middle")
