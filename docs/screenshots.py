@@ -17,24 +17,18 @@ import time
 from pathlib import Path
 
 
-def alpha_to_ct(state, confidence: float = 0.99) -> float:
-    """The smallest move along 'modality' (in 0.1 steps) after which its classifier is
-    ``confidence`` sure the current slice's latent is CT: the Latent panel's picture shows
-    a translated image, whatever the direction's scale in this model's W."""
+def alpha_to_ct(state) -> float:
+    """The smallest move along the Latent panel's 'modality' slider after which its
+    classifier is sure the current slice's latent is CT, whatever the direction's scale
+    in this model's W."""
     import torch
 
     from medstyle_gui.core.explore import current_w
-    from medstyle_gui.core.latent import manipulate
+    from medstyle_gui.core.generate import alpha_to_class
 
-    direction = state.model.directions["modality"]
     w = torch.as_tensor(current_w(state.snapshot(), state.model), dtype=torch.float32)
-    alpha = 0.0
-    while alpha < 20.0:
-        moved = manipulate(w.reshape(1, -1), direction, alpha, 1.0, state.model.w_mean)
-        if float(direction.probability(moved)[0]) >= confidence:
-            break
-        alpha += 0.1
-    return round(alpha, 1)
+    direction = state.model.directions["modality"]
+    return alpha_to_class(direction, w.reshape(1, -1), 1, state.model.w_mean)
 
 
 def wait_quiet(app, state, timeout_s: float = 300.0, settle_s: float = 0.5) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from trainer.data.dataset import MODALITY_CODES, SEX_CODES, dataset_geometry, op
 from trainer.data.provenance import Provenance
 from trainer.data.volume import Volume
 from trainer.errors import ConfigError, MedstyleError
+
+if TYPE_CHECKING:
+    from trainer.directions import Direction
 
 #: Truncation of random starts: the paper's encoder and FID use 0.7.
 DEFAULT_TRUNCATION = 0.7
@@ -106,16 +109,25 @@ def move_to_class(
     ``target`` with :data:`CLASS_CONFIDENCE`; returns the new w and the alpha used (0 if
     it already was). Holds the slice position when a conditional direction exists."""
     direction = model.directions.get(f"{name}|slice") or _direction(model, name, f"to set {name}")
+    alpha = alpha_to_class(direction, w, target, model.w_mean)
+    return (w if alpha == 0.0 else manipulate(w, direction, alpha, 1.0, model.w_mean)), alpha
+
+
+@torch.no_grad()
+def alpha_to_class(
+    direction: Direction, w: torch.Tensor, target: int, w_mean: torch.Tensor | None = None
+) -> float:
+    """The smallest signed move (normal units, eq. 3 with tau 1) after which
+    ``direction``'s classifier gives ``w [1, w_dim]`` class ``target`` with
+    :data:`CLASS_CONFIDENCE`; 0 if it already does."""
     sign = 1.0 if target == 1 else -1.0
 
     def confident(alpha: float) -> bool:
-        p = float(
-            direction.probability(manipulate(w, direction, sign * alpha, 1.0, model.w_mean))[0]
-        )
+        p = float(direction.probability(manipulate(w, direction, sign * alpha, 1.0, w_mean))[0])
         return (p if target == 1 else 1.0 - p) >= CLASS_CONFIDENCE
 
     if confident(0.0):
-        return w, 0.0
+        return 0.0
     lo, hi = 0.0, 1.0
     while not confident(hi):
         lo, hi = hi, hi * 2.0
@@ -127,7 +139,7 @@ def move_to_class(
     for _ in range(30):  # bisection: the smallest move that is confident, to 1e-9 of hi
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if confident(mid) else (mid, hi)
-    return manipulate(w, direction, sign * hi, 1.0, model.w_mean), sign * hi
+    return sign * hi
 
 
 def generate_volume(
