@@ -33,11 +33,10 @@ from medstyle_gui.gui.panels.mixing import MixingPanel
 from medstyle_gui.gui.panels.model import ModelPanel
 from medstyle_gui.gui.panels.scans import ScansPanel
 from medstyle_gui.gui.panels.training import TrainingPanel
+from medstyle_gui.gui.recent_files import RecentFiles
 from medstyle_gui.gui.state import AppState
 from medstyle_gui.gui.views.comparison import ComparisonView
 
-#: Recent files remembered (newest first), as "kind|path" ("pair" paths: "ct::mr").
-RECENT_MAX = 10
 SCAN_FILTER = "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr *.dcm *.h5 *.hdf5);;All files (*)"
 SESSION_FILTER = "medstyle sessions (*.medstyle);;All files (*)"
 #: Window size on a first start (pixels), shrunk to fit the screen.
@@ -191,7 +190,8 @@ class MainWindow(QMainWindow):
         a(file, "Open &paired study\u2026", self.open_pair_dialog, "Ctrl+Shift+P", "fa5s.clone")
         a(file, "Open paired study &folder\u2026", self.open_study_dialog, None, "fa5s.folder-plus")
         a(file, "Open &model\u2026", self.open_model_dialog, "Ctrl+Shift+M", "fa5s.cube")
-        self.recent_menu = file.addMenu(icon("fa5s.history"), "&Recent files")
+        recent_menu = file.addMenu(icon("fa5s.history"), "&Recent files")
+        self.recent = RecentFiles(recent_menu, self.settings, self.open_recent)
         file.addSeparator()
         a(
             file,
@@ -205,7 +205,6 @@ class MainWindow(QMainWindow):
         self.export_menu.addActions(self.panels["export"].menu_actions())
         file.addSeparator()
         a(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self._fill_recent_menu()
 
         view = bar.addMenu("&View")
         for key, dock in self.docks.items():
@@ -366,7 +365,7 @@ class MainWindow(QMainWindow):
             path += ".medstyle"
         # the file dialog has asked before replacing a file
         if self.state.save_session(path, overwrite=True) is not None:
-            self.add_recent(f"session|{path}")
+            self.recent.add(f"session|{path}")
 
     def open_session_dialog(self) -> None:
         path = self._ask("Open a session", filters=SESSION_FILTER)
@@ -388,34 +387,7 @@ class MainWindow(QMainWindow):
             s.open_session(path)
         else:
             return
-        self.add_recent(entry)
-
-    def add_recent(self, entry: str) -> None:
-        recent = [e for e in self.recent_files() if e != entry]
-        self.settings.setValue("recent", [entry, *recent][:RECENT_MAX])
-        self._fill_recent_menu()
-
-    def recent_files(self) -> list[str]:
-        value = self.settings.value("recent", [])
-        if isinstance(value, str):
-            value = [value]
-        return [str(v) for v in (value or [])]
-
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        entries = self.recent_files()
-        for entry in entries:
-            kind, _, path = entry.partition("|")
-            text = f"{kind}: {path.replace('::', ' + ')}"
-            self._action(self.recent_menu, text, lambda e=entry: self.open_recent(e))
-        if entries:
-            self.recent_menu.addSeparator()
-            self._action(self.recent_menu, "Clear", self._clear_recent)
-        self.recent_menu.setEnabled(bool(entries))
-
-    def _clear_recent(self) -> None:
-        self.settings.setValue("recent", [])
-        self._fill_recent_menu()
+        self.recent.add(entry)
 
     # -- view -------------------------------------------------------------------------------
 

@@ -101,17 +101,23 @@ def test_docks_menus_and_shortcuts(window):
 
 
 def test_settings_remember_layout_and_recent_files(qtbot, app_state, settings, tmp_path):
-    from medstyle_gui.gui.main_window import RECENT_MAX, MainWindow
+    from medstyle_gui.gui.main_window import MainWindow
+    from medstyle_gui.gui.recent_files import RECENT_MAX
 
     win = MainWindow(app_state, settings=settings)
     qtbot.addWidget(win)
     for i in range(RECENT_MAX + 2):
-        win.add_recent(f"scan|{tmp_path / f's{i}.nii'}")
-    recent = win.recent_files()
+        win.recent.add(f"scan|{tmp_path / f's{i}.nii'}")
+    recent = win.recent.entries()
     assert len(recent) == RECENT_MAX and recent[0].endswith(f"s{RECENT_MAX + 1}.nii")
-    win.add_recent(f"scan|{tmp_path / 's3.nii'}")
-    assert win.recent_files()[0].endswith("s3.nii") and len(win.recent_files()) == RECENT_MAX
-    assert len([a for a in win.recent_menu.actions() if a.text().startswith("scan:")]) == RECENT_MAX
+    win.recent.add(f"scan|{tmp_path / 's3.nii'}")
+    assert win.recent.entries()[0].endswith("s3.nii") and len(win.recent.entries()) == RECENT_MAX
+    entries = [a for a in win.recent.menu.actions() if a.text().startswith("scan:")]
+    assert len(entries) == RECENT_MAX and entries[0].text().endswith("s3.nii")
+    with qtbot.waitSignal(app_state.errorRaised, timeout=WAIT_MS) as error:
+        entries[1].trigger()  # choosing an entry opens it (no model is open: it says so)
+    assert "open a model first" in error.args[0]
+    assert win.recent.entries()[0].endswith(f"s{RECENT_MAX + 1}.nii")
     hidden = next(iter(win.docks))
     win.docks[hidden].hide()
     win.close()
@@ -129,9 +135,10 @@ def test_settings_remember_layout_and_recent_files(qtbot, app_state, settings, t
             for k, d in win2.docks.items()
             if k in ("scans", "latent") and k != hidden
         )
-        assert win2.recent_files()[0].endswith("s3.nii")
-        win2._clear_recent()
-        assert win2.recent_files() == [] and not win2.recent_menu.isEnabled()
+        assert win2.recent.entries()[0].endswith(f"s{RECENT_MAX + 1}.nii")  # the one chosen last
+        clear = next(a for a in win2.recent.menu.actions() if a.text() == "Clear")
+        clear.trigger()
+        assert win2.recent.entries() == [] and not win2.recent.menu.isEnabled()
         win2.close()
     finally:
         again.shutdown()
