@@ -15,9 +15,10 @@
 # it): the directions are fitted on such latents, the bundle records it, and every later
 # embedding into the bundle (held out, the report, the demo session) defaults to the same.
 # Settings (environment): THREADS (torch threads, default: all cores), SIZE (64),
-# GAN_CONFIG (default scripts/demo/gan64_w512.json), ENCODER_KIMG (15), EMBED_STEP (every Nth
-# training slice, 32), REFINE_STEPS (500), REFINE_LR (0.03), TRIALS (8), HELDOUT_STEP
-# (every Nth held-out slice, 16), EVAL_SIZES (medium), REPORT (docs/report_demo).
+# GAN_CONFIG (default scripts/demo/gan64_w512.json), ENCODER_KIMG (15), ENCODER_BACKBONE
+# (mirror; resnet learns faster, docs/latent.md), EMBED_STEP (every Nth training slice,
+# 32), REFINE_STEPS (500), REFINE_LR (0.03), TRIALS (8), HELDOUT_STEP (every Nth held-out
+# slice, 16), EVAL_SIZES (medium), REPORT (docs/report_demo).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -67,7 +68,7 @@ stage_encoder() {
   rm -rf "$bundle" encoder
   medstyle train bundle "${SNAPSHOT:-gan}" --out "$bundle"
   medstyle train encoder --model "$bundle" --out encoder --kimg "${ENCODER_KIMG:-15}" \
-    --batch 8 --lr 1e-3 --device cpu --quiet
+    --batch 8 --lr 1e-3 --backbone "${ENCODER_BACKBONE:-mirror}" --device cpu --quiet
 }
 
 stage_embed() {
