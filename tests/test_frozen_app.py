@@ -95,3 +95,28 @@ def test_frozen_app_runs_the_cli(frozen_app: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--kimg" in result.stdout
+
+
+def test_frozen_app_trains_with_two_processes(
+    frozen_app: Path, tiny_gan_bundle: Path, tmp_path: Path
+) -> None:
+    # `--gpus N` starts torchrun, which a frozen program has no interpreter for: the
+    # program stands in for it and torchrun starts the program (on CPU: 2 gloo processes)
+    import json
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny_gan_bundle, tmp_path / "bundle"))
+    command = [str(frozen_app / "medstyle"), "train", "encoder", "--model", str(bundle)]
+    options = ["--out", str(tmp_path / "run"), "--gpus", "2", "--kimg", "0.016", "--batch", "4"]
+    result = subprocess.run(
+        [*command, *options, "--device", "cpu", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=gui_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    done = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert done["event"] == "done" and done["world_size"] == 2
+    assert (bundle / "encoder.pt").is_file()

@@ -169,13 +169,19 @@ def train_gan_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def torchrun_command(args: argparse.Namespace) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m trainer train
-    gan OPTIONS`` for ``--gpus N`` on this machine."""
+def torchrun_command(gpus: int, train_argv: list[str]) -> list[str]:
+    """The command that starts ``gpus`` processes of ``train_argv`` (``["train", "gan",
+    OPTIONS]``) on this machine: ``python -m torch.distributed.run --standalone
+    --nproc_per_node N -m trainer train gan OPTIONS``.
+
+    A frozen (PyInstaller) program has no interpreter to run ``-m trainer`` with: there
+    the program stands in for ``python -m torch.distributed.run`` (its entry script,
+    ``packaging/medstyle_entry.py``) and torchrun starts the program itself
+    (``--no-python PROGRAM train gan OPTIONS``), whose CLI takes the same words."""
+    worker = ["--no-python", sys.executable] if getattr(sys, "frozen", False) else ["-m", "trainer"]
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(args.gpus), "-m", "trainer", "train", "gan",
-        *train_gan_argv(args),
+        "--nproc_per_node", str(gpus), *worker, *train_argv,
     ]  # fmt: skip
 
 
@@ -212,7 +218,7 @@ def run_train_gan(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
-        return subprocess.call(torchrun_command(args))
+        return subprocess.call(torchrun_command(args.gpus, ["train", "gan", *train_gan_argv(args)]))
     return _train_here(train_gan, cfg, args)
 
 
@@ -286,16 +292,6 @@ def train_encoder_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def torchrun_encoder_command(args: argparse.Namespace) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m trainer train
-    encoder OPTIONS`` for ``--gpus N`` on this machine."""
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(args.gpus), "-m", "trainer", "train", "encoder",
-        *train_encoder_argv(args),
-    ]  # fmt: skip
-
-
 def run_train_encoder(args: argparse.Namespace) -> int:
     """Run ``train encoder``: in this process, or with ``--gpus N > 1`` (and not already
     under torchrun) as N processes started by torchrun (on CPU: N processes with gloo)."""
@@ -311,7 +307,8 @@ def run_train_encoder(args: argparse.Namespace) -> int:
         check_run(cfg, args.gpus)
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
-        return subprocess.call(torchrun_encoder_command(args))
+        argv = ["train", "encoder", *train_encoder_argv(args)]
+        return subprocess.call(torchrun_command(args.gpus, argv))
     return _train_here(train_encoder, cfg, args)
 
 

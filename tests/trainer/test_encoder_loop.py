@@ -317,16 +317,26 @@ def test_cli_resume_allows_only_some_changes(
     assert read_log(out)[-1]["images_seen"] == 16
 
 
-def test_torchrun_command_for_the_encoder() -> None:
-    from trainer.train_cli import build_parser, torchrun_encoder_command
+def test_torchrun_command_for_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from trainer.train_cli import build_parser, torchrun_command, train_encoder_argv
 
     args = build_parser().parse_args(
         ["train", "encoder", "--model", "B", "--out", "r", "--gpus", "4", "--truncation", "0.5"]
     )
     assert args.train_command == "encoder" and args.model == "B"
-    cmd = torchrun_encoder_command(args)
+    argv = ["train", "encoder", *train_encoder_argv(args)]
+    cmd = torchrun_command(args.gpus, argv)
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
     assert cmd[6:] == "-m trainer train encoder --model B --out r --truncation 0.5".split()
+    # a frozen program: torchrun starts the program itself, whose CLI takes the same words
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", "/opt/medstyle/medstyle")
+    frozen = torchrun_command(args.gpus, argv)
+    assert frozen[:3] == ["/opt/medstyle/medstyle", "-m", "torch.distributed.run"]
+    assert frozen[6:9] == ["--no-python", "/opt/medstyle/medstyle", "train"]
+    assert frozen[8:] == argv
 
 
 def test_two_gloo_processes_take_the_steps_of_one(tiny_gan_bundle: Path, tmp_path: Path) -> None:

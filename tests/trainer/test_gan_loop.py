@@ -238,7 +238,7 @@ def test_medstyle_train_gan_shares_the_options_and_the_torchrun_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from medstyle_gui.cli import build_parser, main
-    from trainer.train_cli import torchrun_command
+    from trainer.train_cli import torchrun_command, train_gan_argv
 
     missing = tmp_path / "none.h5"
     assert main(["train", "gan", "--data", str(missing), "--out", str(tmp_path / "r")]) == 1
@@ -246,7 +246,7 @@ def test_medstyle_train_gan_shares_the_options_and_the_torchrun_command(
     args = build_parser().parse_args(
         ["train", "gan", "--data", "d.h5", "--out", "r", "--gpus", "4", "--bf16", "--batch", "8"]
     )
-    cmd = torchrun_command(args)
+    cmd = torchrun_command(args.gpus, ["train", "gan", *train_gan_argv(args)])
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
     expected = "-m trainer train gan --data d.h5 --out r --bf16 --batch 8"
     assert cmd[6:] == expected.split()
