@@ -171,17 +171,19 @@ def train_gan_argv(args: argparse.Namespace) -> list[str]:
 
 def torchrun_command(gpus: int, train_argv: list[str]) -> list[str]:
     """The command that starts ``gpus`` processes of ``train_argv`` (``["train", "gan",
-    OPTIONS]``) on this machine: ``python -m torch.distributed.run --standalone
-    --nproc_per_node N -m trainer train gan OPTIONS``.
+    OPTIONS]``) on this machine: ``python -m trainer.launch --standalone --nproc_per_node N
+    -m trainer train gan OPTIONS`` (torchrun, :mod:`trainer.launch`).
 
-    A frozen (PyInstaller) program has no interpreter to run ``-m trainer`` with: there
-    the program stands in for ``python -m torch.distributed.run`` (its entry script,
-    ``packaging/medstyle_entry.py``) and torchrun starts the program itself
+    A frozen (PyInstaller) program has no interpreter to run ``-m`` with: there the
+    program itself stands in for ``python -m trainer.launch`` (its entry script,
+    ``packaging/medstyle_entry.py``) and torchrun starts the program
     (``--no-python PROGRAM train gan OPTIONS``), whose CLI takes the same words."""
+    from trainer.launch import MODULE
+
     worker = ["--no-python", sys.executable] if getattr(sys, "frozen", False) else ["-m", "trainer"]
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(gpus), *worker, *train_argv,
+        sys.executable, "-m", MODULE, "--standalone", "--nproc_per_node", str(gpus),
+        *worker, *train_argv,
     ]  # fmt: skip
 
 

@@ -328,13 +328,13 @@ def test_torchrun_command_for_the_encoder(monkeypatch: pytest.MonkeyPatch) -> No
     assert args.train_command == "encoder" and args.model == "B"
     argv = ["train", "encoder", *train_encoder_argv(args)]
     cmd = torchrun_command(args.gpus, argv)
-    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
+    assert cmd[1:6] == ["-m", "trainer.launch", "--standalone", "--nproc_per_node", "4"]
     assert cmd[6:] == "-m trainer train encoder --model B --out r --truncation 0.5".split()
     # a frozen program: torchrun starts the program itself, whose CLI takes the same words
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", "/opt/medstyle/medstyle")
     frozen = torchrun_command(args.gpus, argv)
-    assert frozen[:3] == ["/opt/medstyle/medstyle", "-m", "torch.distributed.run"]
+    assert frozen[:3] == ["/opt/medstyle/medstyle", "-m", "trainer.launch"]
     assert frozen[6:9] == ["--no-python", "/opt/medstyle/medstyle", "train"]
     assert frozen[8:] == argv
 

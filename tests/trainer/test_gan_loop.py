@@ -247,7 +247,7 @@ def test_medstyle_train_gan_shares_the_options_and_the_torchrun_command(
         ["train", "gan", "--data", "d.h5", "--out", "r", "--gpus", "4", "--bf16", "--batch", "8"]
     )
     cmd = torchrun_command(args.gpus, ["train", "gan", *train_gan_argv(args)])
-    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
+    assert cmd[1:6] == ["-m", "trainer.launch", "--standalone", "--nproc_per_node", "4"]
     expected = "-m trainer train gan --data d.h5 --out r --bf16 --batch 8"
     assert cmd[6:] == expected.split()
 
