@@ -237,6 +237,50 @@ def _other(modality: str) -> str:
     return "CT" if modality == "MR" else "MR"
 
 
+#: How sure the "modality" direction must be of the other modality to warn (near 0.5 the
+#: latent sits on the surface, which says nothing either way).
+MISREAD_SURE = 0.6
+
+
+def misread_note(
+    state: ExplorerState, model: Model, w_final: np.ndarray | None, modality: str | None
+) -> str:
+    """A warning when the model's "modality" direction reads the rendered latent ``w_final
+    [w_dim]`` (after the moves) as the other modality than the ``modality`` the slice is
+    drawn as, at least :data:`MISREAD_SURE` sure; "" otherwise, and when nothing is to
+    judge (no scan, a style mix, which draws the other modality on purpose, or no such
+    direction).
+
+    The encoder's guess for a scan unlike the training data (another body region, another
+    contrast) can land among the other modality's latents: the image is then a CT drawing
+    of an MR-like latent (or the reverse), and its error says little about the model."""
+    direction = model.directions.get("modality")
+    if (
+        state.source is None
+        or w_final is None
+        or modality is None
+        or direction is None
+        or not is_modality_direction(direction)
+        or mix_w(state, model) is not None
+    ):
+        return ""
+    with torch.no_grad():
+        w = torch.as_tensor(np.asarray(w_final, np.float32), device=direction.device)[None]
+        p = float(direction.probability(w)[0])
+    label, sure = (direction.classes[1], p) if p >= 0.5 else (direction.classes[0], 1.0 - p)
+    if label == modality or sure < MISREAD_SURE:
+        return ""
+    advice = (
+        f"move it toward {modality} (Latent panel)"
+        if state.index in state.latents
+        else f"refine the slice (Embed panel) or move it toward {modality}"
+    )
+    return (
+        f"The model reads this latent as {label} ({100 * sure:.0f} %), not as the {modality} "
+        f"it is drawn as: the scan may lie outside what the model learned; {advice}."
+    )
+
+
 def render_modality(state: ExplorerState, model: Model) -> str | None:
     """How the render is decoded: the paired modality when it crosses, else the source's;
     None without a scan (the renderer then asks the "modality" direction)."""

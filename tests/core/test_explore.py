@@ -170,6 +170,27 @@ def test_no_scan_or_no_latent_means_no_truth():
     assert "not embedded" in label
 
 
+def test_a_latent_the_model_reads_as_the_other_modality_is_flagged():
+    model = fake_model()
+    state = mr_state()  # slice 4 refined on the MR side (x0 = -1)
+    ct_like = np.array([1.0, 0.0, 0.0, 0.0], np.float32)  # CT at sigmoid(1) = 73 %
+    assert explore.misread_note(state, model, state.latents[4], "MR") == ""
+    note = explore.misread_note(state, model, ct_like, "MR")
+    assert "reads this latent as CT (73 %), not as the MR it is drawn as" in note
+    assert note.endswith("move it toward MR (Latent panel).")
+    state.index = 5  # only the encoder's guess: refining is the first thing to try
+    state.encoder_latents[5] = ct_like
+    assert "refine the slice (Embed panel) or move it toward MR" in explore.misread_note(
+        state, model, ct_like, "MR"
+    )
+    # near the surface (CT 55 %) the reading says nothing either way
+    assert explore.misread_note(state, model, np.array([0.2, 0, 0, 0], np.float32), "MR") == ""
+    # a style mix draws the other modality on purpose; a random latent has no scan
+    mixed = mr_state(mix_layers=("8x8",), mix_source="paired")
+    assert explore.misread_note(mixed, model, ct_like, "MR") == ""
+    assert explore.misread_note(ExplorerState(seed_w=ct_like), model, ct_like, "MR") == ""
+
+
 # -- the request ----------------------------------------------------------------------------
 
 

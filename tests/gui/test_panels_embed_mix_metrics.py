@@ -222,6 +222,35 @@ def test_metrics_numbers_truth_and_curve(qtbot, pair_state) -> None:
     assert "sought slice" in metrics.curve_note.text()
 
 
+def test_metrics_warn_when_the_model_reads_the_latent_as_the_other_modality(
+    qtbot, pair_state
+) -> None:
+    import torch
+
+    from medstyle_gui.core import explore
+    from medstyle_gui.core.generate import alpha_to_class
+    from medstyle_gui.core.latent import manipulate
+    from medstyle_gui.gui.panels.metrics import MetricsPanel
+
+    metrics = panel(qtbot, MetricsPanel, pair_state)
+    state, model = pair_state, pair_state.model
+    i, direction = state.explore.index, model.directions["modality"]
+    w = torch.as_tensor(explore.current_w(state.explore))[None]  # the encoder's guess
+    ct = direction.classes.index("CT")
+    alpha = alpha_to_class(direction, w, ct, model.w_mean) + 2.0 * (1 if ct == 1 else -1)
+    # a refined latent of this MR slice that the model places among CT slices
+    ct_like = manipulate(w, direction, alpha, 1.0, model.w_mean)[0].numpy()
+    result = wait_render(qtbot, state, lambda: state.set_latents({i: ct_like}))
+    assert result.modality == "MR"  # drawn as the scan's modality all the same
+    metrics.show_result(result)
+    assert metrics.misread.isVisible()
+    assert "reads this latent as CT" in metrics.misread.text()
+    assert "move it toward MR" in metrics.misread.text()
+    mr_like = manipulate(w, direction, -alpha, 1.0, model.w_mean)[0].numpy()
+    metrics.show_result(wait_render(qtbot, state, lambda: state.set_latents({i: mr_like})))
+    assert not metrics.misread.isVisible()
+
+
 def test_a_curve_cut_short_says_why(pair_state) -> None:
     """One MR scan without its CT: past the modality surface there is nothing to score."""
     from medstyle_gui.gui.panels.metrics import missing_truth_note

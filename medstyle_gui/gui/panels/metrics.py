@@ -145,6 +145,11 @@ class MetricsPanel(QWidget):
         self.body.setToolTip("Inside the ground truth's body outline: air left out")
         self.truth = QLabel("No render yet.")
         self.truth.setWordWrap(True)
+        # the model reads the latent as the other modality than it is drawn as
+        self.misread = QLabel()
+        self.misread.setWordWrap(True)
+        self.misread.setStyleSheet(f"color: {ORANGE};")
+        self.misread.hide()
 
         # -- curve
         self.direction = QComboBox()
@@ -175,6 +180,7 @@ class MetricsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
         layout.addWidget(self.truth)
+        layout.addWidget(self.misread)
         row = QHBoxLayout()
         title = QLabel("Error against")
         title.setStyleSheet("font-weight: bold;")
@@ -210,6 +216,7 @@ class MetricsPanel(QWidget):
             self.whole.setText("—")
             self.body.setText("—")
             self.truth.setText("No render yet.")
+            self.misread.hide()
             return
         modality = result.modality or "MR"
         whole_key, body_key, label = METRICS.get(modality, METRICS["MR"])
@@ -221,6 +228,14 @@ class MetricsPanel(QWidget):
             self.truth.setText(f"Generated {modality} against the <b>{truth}</b>.")
         else:
             self.truth.setText(f"No error to show: {truth}.")
+        model = self.state.model
+        note = (
+            ""
+            if model is None
+            else explore.misread_note(self.state.explore, model, result.w_final, result.modality)
+        )
+        self.misread.setText(f"\u26a0 {note}")
+        self.misread.setVisible(bool(note))
         self._mark()
 
     # -- curve ---------------------------------------------------------------------------------
