@@ -177,10 +177,12 @@ def test_a_latent_the_model_reads_as_the_other_modality_is_flagged():
     assert explore.misread_note(state, model, state.latents[4], "MR") == ""
     note = explore.misread_note(state, model, ct_like, "MR")
     assert "reads this latent as CT (73 %), not as the MR it is drawn as" in note
-    assert note.endswith("move it toward MR (Latent panel).")
+    assert note.endswith(
+        "its sliders may not mean here what they mean on the scans it was trained on."
+    )
     state.index = 5  # only the encoder's guess: refining is the first thing to try
     state.encoder_latents[5] = ct_like
-    assert "refine the slice (Embed panel) or move it toward MR" in explore.misread_note(
+    assert "refine the slice (Embed panel) before trusting" in explore.misread_note(
         state, model, ct_like, "MR"
     )
     # near the surface (CT 55 %) the reading says nothing either way

@@ -245,7 +245,7 @@ def test_metrics_warn_when_the_model_reads_the_latent_as_the_other_modality(
     metrics.show_result(result)
     assert metrics.misread.isVisible()
     assert "reads this latent as CT" in metrics.misread.text()
-    assert "move it toward MR" in metrics.misread.text()
+    assert "its sliders may not mean here" in metrics.misread.text()
     mr_like = manipulate(w, direction, -alpha, 1.0, model.w_mean)[0].numpy()
     metrics.show_result(wait_render(qtbot, state, lambda: state.set_latents({i: mr_like})))
     assert not metrics.misread.isVisible()
