@@ -237,6 +237,15 @@ def _other(modality: str) -> str:
     return "CT" if modality == "MR" else "MR"
 
 
+def reading(direction: Direction, w: np.ndarray) -> tuple[str, float]:
+    """Which class ``direction``'s classifier gives the latent ``w [w_dim]``, and how sure
+    it is (the probability of that class, 0.5..1)."""
+    with torch.no_grad():
+        t = torch.as_tensor(np.asarray(w, np.float32), device=direction.device)[None]
+        p = float(direction.probability(t)[0])
+    return (direction.classes[1], p) if p >= 0.5 else (direction.classes[0], 1.0 - p)
+
+
 #: How sure the "modality" direction must be of the other modality to warn (near 0.5 the
 #: latent sits on the surface, which says nothing either way).
 MISREAD_SURE = 0.6
@@ -266,10 +275,7 @@ def misread_note(
         or mix_w(state, model) is not None
     ):
         return ""
-    with torch.no_grad():
-        w = torch.as_tensor(np.asarray(w_final, np.float32), device=direction.device)[None]
-        p = float(direction.probability(w)[0])
-    label, sure = (direction.classes[1], p) if p >= 0.5 else (direction.classes[0], 1.0 - p)
+    label, sure = reading(direction, w_final)
     if label == modality or sure < MISREAD_SURE:
         return ""
     advice = (

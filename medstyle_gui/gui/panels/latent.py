@@ -15,7 +15,6 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -384,9 +383,5 @@ class LatentPanel(QWidget):
         """``"  → CT 97 %"``: which class the last rendered latent falls in, and how sure."""
         if w_final is None:
             return ""
-        direction = model.directions[name]
-        with torch.no_grad():
-            w = torch.as_tensor(w_final, dtype=torch.float32, device=direction.device)[None]
-            p = float(direction.probability(w)[0])
-        label, sure = (direction.classes[1], p) if p >= 0.5 else (direction.classes[0], 1 - p)
+        label, sure = explore.reading(model.directions[name], w_final)
         return f"  → {label} {100 * sure:.0f} %"
