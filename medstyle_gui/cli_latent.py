@@ -12,8 +12,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainer.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medstyle_gui.core.model import Model
 
 EXPERIMENTS = ("modality", "slice", "mixing", "curvature", "all")
 
@@ -102,8 +108,24 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                 f"{np.nanmedian(result.error_encoder_body[rows]):.3g} -> "
                 f"{np.nanmedian(result.error_refined_body[rows]):.3g}"
             )
+    _say_misread(model, result.w, slices.modalities)
     print(f"wrote {args.out}")
     return 0
+
+
+def _say_misread(model: Model, ws: np.ndarray, modalities: list[str]) -> None:
+    """One line when the model's modality direction reads refined latents ``ws [N, w_dim]``
+    as the other modality than their slices (a scan unlike the training data)."""
+    from medstyle_gui.core.explore import misread_rows
+
+    wrong = misread_rows(model, ws, modalities)
+    if wrong.any():
+        kinds = " and ".join(sorted({m for m, w in zip(modalities, wrong, strict=True) if w}))
+        print(
+            f"  note: the model's modality direction reads {int(wrong.sum())} of "
+            f"{len(wrong)} {kinds} slices as the other modality: the scan may lie outside "
+            "what the model learned, and its directions may not carry over to it"
+        )
 
 
 def _cmd_session(args: argparse.Namespace) -> int:

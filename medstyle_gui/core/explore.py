@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -237,18 +237,39 @@ def _other(modality: str) -> str:
     return "CT" if modality == "MR" else "MR"
 
 
-def reading(direction: Direction, w: np.ndarray) -> tuple[str, float]:
-    """Which class ``direction``'s classifier gives the latent ``w [w_dim]``, and how sure
-    it is (the probability of that class, 0.5..1)."""
-    with torch.no_grad():
-        t = torch.as_tensor(np.asarray(w, np.float32), device=direction.device)[None]
-        p = float(direction.probability(t)[0])
-    return (direction.classes[1], p) if p >= 0.5 else (direction.classes[0], 1.0 - p)
-
-
 #: How sure the "modality" direction must be of the other modality to warn (near 0.5 the
 #: latent sits on the surface, which says nothing either way).
 MISREAD_SURE = 0.6
+
+
+def readings(direction: Direction, ws: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Which class ``direction``'s classifier gives each latent of ``ws [N, w_dim]``, and
+    how sure it is: ``[N]`` class names and ``[N]`` probabilities of them (0.5..1)."""
+    with torch.no_grad():
+        t = torch.as_tensor(np.asarray(ws, np.float32), device=direction.device)
+        p = direction.probability(t).double().cpu().numpy()
+    upper = p >= 0.5
+    labels = [direction.classes[1] if u else direction.classes[0] for u in upper]
+    return labels, np.where(upper, p, 1.0 - p)
+
+
+def reading(direction: Direction, w: np.ndarray) -> tuple[str, float]:
+    """:func:`readings` of one latent ``w [w_dim]``: its class and how sure (0.5..1)."""
+    labels, sure = readings(direction, np.asarray(w)[None])
+    return labels[0], float(sure[0])
+
+
+def misread_rows(model: Model, ws: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
+    """``[N]`` bool: latents ``ws [N, w_dim]`` of slices of ``modalities`` that the model's
+    "modality" direction reads as the other modality, at least :data:`MISREAD_SURE` sure
+    (all False without such a direction)."""
+    direction = model.directions.get("modality")
+    if direction is None or not is_modality_direction(direction) or len(ws) == 0:
+        return np.zeros(len(ws), bool)
+    labels, sure = readings(direction, ws)
+    return np.array([a != b for a, b in zip(labels, modalities, strict=True)]) & (
+        sure >= MISREAD_SURE
+    )
 
 
 def misread_note(

@@ -193,6 +193,22 @@ def test_a_latent_the_model_reads_as_the_other_modality_is_flagged():
     assert explore.misread_note(ExplorerState(seed_w=ct_like), model, ct_like, "MR") == ""
 
 
+def test_misread_rows_and_the_embed_command_s_note(capsys):
+    from medstyle_gui.cli_latent import _say_misread
+
+    model = fake_model()
+    ws = np.zeros((4, 4), np.float32)
+    ws[:, 0] = [-2.0, 2.0, 0.2, 2.0]  # MR 88 %, CT 88 %, CT 55 % (too near), CT 88 %
+    modalities = ["MR", "MR", "MR", "CT"]
+    assert explore.misread_rows(model, ws, modalities).tolist() == [False, True, False, False]
+    _say_misread(model, ws, modalities)
+    assert "reads 1 of 4 MR slices as the other modality" in capsys.readouterr().out
+    _say_misread(model, ws[[0, 3]], ["MR", "CT"])  # every slice read as what it is
+    assert capsys.readouterr().out == ""
+    plain = SimpleNamespace(directions={}, w_dim=4)  # a model without directions
+    assert not explore.misread_rows(plain, ws, modalities).any()
+
+
 # -- the request ----------------------------------------------------------------------------
 
 
