@@ -58,6 +58,19 @@ def frozen_app() -> Path:
     return APP
 
 
+def run_app(app: Path, tmp_path: Path, *args: str, timeout: int = 600):
+    """The frozen program with ``args``, started in ``tmp_path`` (outside the checkout)
+    with the tests' own settings; its completed process (text output captured)."""
+    return subprocess.run(
+        [str(app / "medstyle"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=gui_env(tmp_path),
+    )
+
+
 def test_frozen_app_carries_every_resource(frozen_app: Path) -> None:
     shipped = frozen_app / "_internal" / "medstyle_gui" / "resources"
     missing = [f for f in source_resources() if not (shipped / f).is_file()]
@@ -69,14 +82,7 @@ def test_frozen_app_takes_a_screenshot_outside_the_checkout(
     frozen_app: Path, tmp_path: Path
 ) -> None:
     shot = tmp_path / "x.png"
-    result = subprocess.run(
-        [str(frozen_app / "medstyle"), "gui", "--screenshot", str(shot)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env=gui_env(tmp_path),
-    )
+    result = run_app(frozen_app, tmp_path, "gui", "--screenshot", str(shot))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     width, height = png_size(shot)
     assert width > 800 and height > 400
@@ -85,14 +91,7 @@ def test_frozen_app_takes_a_screenshot_outside_the_checkout(
 
 def test_frozen_app_runs_the_cli(frozen_app: Path, tmp_path: Path) -> None:
     # the training dialogs start `medstyle train ...` with this same program
-    result = subprocess.run(
-        [str(frozen_app / "medstyle"), "train", "gan", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env=gui_env(tmp_path),
-    )
+    result = run_app(frozen_app, tmp_path, "train", "gan", "--help", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--kimg" in result.stdout
 
@@ -106,16 +105,11 @@ def test_frozen_app_trains_with_two_processes(
     import shutil
 
     bundle = Path(shutil.copytree(tiny_gan_bundle, tmp_path / "bundle"))
-    command = [str(frozen_app / "medstyle"), "train", "encoder", "--model", str(bundle)]
     options = ["--out", str(tmp_path / "run"), "--gpus", "2", "--kimg", "0.016", "--batch", "4"]
-    result = subprocess.run(
-        [*command, *options, "--device", "cpu", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env=gui_env(tmp_path),
-    )
+    result = run_app(
+        frozen_app, tmp_path, "train", "encoder", "--model", str(bundle), *options,
+        "--device", "cpu", "--quiet",
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     done = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert done["event"] == "done" and done["world_size"] == 2

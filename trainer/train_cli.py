@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from trainer.errors import ConfigError, MedstyleError
+from trainer.launch import MODULE as LAUNCH_MODULE
 
 #: Options that may change when a run is resumed (the rest must match the saved run): how
 #: long, where and how the arithmetic runs (a run may move to a machine with or without
@@ -178,11 +179,9 @@ def torchrun_command(gpus: int, train_argv: list[str]) -> list[str]:
     program itself stands in for ``python -m trainer.launch`` (its entry script,
     ``packaging/medstyle_entry.py``) and torchrun starts the program
     (``--no-python PROGRAM train gan OPTIONS``), whose CLI takes the same words."""
-    from trainer.launch import MODULE
-
     worker = ["--no-python", sys.executable] if getattr(sys, "frozen", False) else ["-m", "trainer"]
     return [
-        sys.executable, "-m", MODULE, "--standalone", "--nproc_per_node", str(gpus),
+        sys.executable, "-m", LAUNCH_MODULE, "--standalone", "--nproc_per_node", str(gpus),
         *worker, *train_argv,
     ]  # fmt: skip
 

@@ -259,12 +259,18 @@ def reading(direction: Direction, w: np.ndarray) -> tuple[str, float]:
     return labels[0], float(sure[0])
 
 
+def _modality_judge(model: Model) -> Direction | None:
+    """The model's "modality" direction when it separates MR from CT, else None."""
+    direction = model.directions.get("modality")
+    return direction if direction is not None and is_modality_direction(direction) else None
+
+
 def misread_rows(model: Model, ws: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
     """``[N]`` bool: latents ``ws [N, w_dim]`` of slices of ``modalities`` that the model's
     "modality" direction reads as the other modality, at least :data:`MISREAD_SURE` sure
     (all False without such a direction)."""
-    direction = model.directions.get("modality")
-    if direction is None or not is_modality_direction(direction) or len(ws) == 0:
+    direction = _modality_judge(model)
+    if direction is None or len(ws) == 0:
         return np.zeros(len(ws), bool)
     labels, sure = readings(direction, ws)
     return np.array([a != b for a, b in zip(labels, modalities, strict=True)]) & (
@@ -286,13 +292,12 @@ def misread_note(
     (the demo's guess for an upper-abdomen CT: MR 65 %, 568 HU inside the body).
     Refinement mends the image (56 HU) but the refined latents of that CT still read as
     MR: the directions, fitted on the training scans' latents, do not carry over."""
-    direction = model.directions.get("modality")
+    direction = _modality_judge(model)
     if (
         state.source is None
         or w_final is None
         or modality is None
         or direction is None
-        or not is_modality_direction(direction)
         or mix_w(state, model) is not None
     ):
         return ""
