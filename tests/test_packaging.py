@@ -42,6 +42,33 @@ def gui_env(home: Path) -> dict[str, str]:
     return env
 
 
+def venv_over_this_environment(venv: Path) -> Path:
+    """A virtualenv at ``venv`` that sees this interpreter's installed packages (no
+    downloads; pip comes from them too) but has site-packages of its own first; returns
+    its python.
+
+    ``--system-site-packages`` would not do: it exposes the *base* interpreter's
+    packages, and when the tests run inside a virtualenv the dependencies live in that
+    virtualenv, not in its base. A ``.pth`` file of this interpreter's site folders
+    adds them without running their own ``.pth`` files, so the editable install of the
+    checkout stays out of the new venv.
+    """
+    import site
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)  # fmt: skip
+    python = venv / "bin" / "python"
+    own = subprocess.run(
+        [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    # a venv made with --system-site-packages has its base's folders on sys.path too
+    ours = [*site.getsitepackages(), *(p for p in sys.path if p.endswith("-packages"))]
+    folders = [folder for folder in dict.fromkeys(ours) if Path(folder).is_dir()]
+    (Path(own) / "_medstyle_test_parent.pth").write_text("".join(f"{f}\n" for f in folders))
+    return python
+
+
 # -- the command line of the app's subprocesses --------------------------------------------
 
 
@@ -116,15 +143,8 @@ def test_icons_are_rendered_at_every_size() -> None:
 
 
 def test_wheel_installed_outside_the_checkout_starts_the_gui(wheel: Path, tmp_path: Path) -> None:
-    # a venv over the already installed dependencies (no downloads); pip from the base
-    # environment installs into it, so the venv needs none of its own
     venv = tmp_path / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-        check=True,
-        timeout=120,
-    )
-    python = venv / "bin" / "python"
+    python = venv_over_this_environment(venv)
     home = tmp_path / "home"
     home.mkdir()
     env = gui_env(home)
