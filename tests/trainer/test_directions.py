@@ -397,3 +397,21 @@ def test_not_a_latents_file(tmp_path):
         fit_directions(bad)
     with pytest.raises(MedstyleError, match="does not exist"):
         fit_directions(tmp_path / "missing.h5")
+
+
+def test_logistic_accuracy_ties_go_to_the_better_calibrated_fit() -> None:
+    # classes a small step apart in W: every C separates the validation patient (a tie at
+    # accuracy 1.0), but the smallest C is a near-constant model with probabilities ~0.5
+    rng = np.random.default_rng(0)
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n) % 2
+        x = rng.normal(scale=0.01, size=(n, 8))
+        x[:, 0] += np.where(y == 1, 0.05, -0.05)
+        return x, y
+
+    (x_train, y_train), (x_val, y_val) = sample(80), sample(40)
+    _, _, info = fit_module.fit_logistic(x_train, y_train, x_val, y_val)
+    assert info["logistic_accuracy"] == 1.0
+    assert info["logistic_C"] > min(fit_module.LOGISTIC_C)
+    assert info["logistic_train_accuracy"] == 1.0
