@@ -189,7 +189,11 @@ def load_session(
     try:
         f = h5py.File(path, "r")
     except OSError:
-        raise SessionError("is not a medstyle session file (not HDF5)", path) from None
+        raise SessionError(
+            "is not a medstyle session file (unreadable HDF5: damaged, cut short or another "
+            "format)",
+            path,
+        ) from None
     with f:
         if f.attrs.get("format") != FORMAT:
             raise SessionError("is not a medstyle session file", path)

@@ -3,7 +3,8 @@
 ``run_gui(model, scans, screenshot)`` opens the main window, loads the model (the bundled
 demo when none is given and it is installed) and the scans on workers, and either runs
 the event loop or, with ``screenshot``, waits until everything is loaded and the first
-render is shown, saves a PNG of the whole window and returns.
+render is shown, saves a PNG of the whole window and returns (or, when something failed
+to load, says what in one line and writes nothing).
 """
 
 from __future__ import annotations
@@ -15,12 +16,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QSettings, QTimer
+from PySide6.QtCore import (
+    QCoreApplication,
+    QMessageLogContext,
+    QSettings,
+    QTimer,
+    QtMsgType,
+    qInstallMessageHandler,
+)
 from PySide6.QtGui import QColor, QFont, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from medstyle_gui import resources_path
-from trainer.errors import MedstyleError
+from trainer.errors import MedstyleError, ScanWriteError
+from trainer.files import atomic_file
 
 ORGANISATION = "medstyle"
 APPLICATION = "medstyle"
@@ -113,6 +122,23 @@ def make_app(argv: Sequence[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
+#: What Qt's offscreen platform says whenever a window's size hints change: noise there.
+_OFFSCREEN_NOISE = "This plugin does not support propagateSizeHints()"
+
+
+def quiet_offscreen_noise(app: QApplication) -> None:
+    """On the offscreen platform, drop the one warning it repeats for every dock and
+    window (so an error stays the one line on stderr); other Qt messages pass as before."""
+    if app.platformName() != "offscreen":
+        return
+
+    def handler(mode: QtMsgType, context: QMessageLogContext, message: str) -> None:
+        if message != _OFFSCREEN_NOISE:
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(handler)
+
+
 def demo_model() -> Path | None:
     """The bundled demo model folder, None when it is not installed."""
     folder = resources_path("models", "demo")
@@ -141,13 +167,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def open_inputs(window, model: str | os.PathLike[str] | None, scans: Sequence, device: str):
+def open_inputs(
+    window,
+    model: str | os.PathLike[str] | None,
+    scans: Sequence,
+    device: str,
+    series: str | None = None,
+):
     """Load ``model`` (or the demo) and then ``scans`` into ``window``'s state.
 
-    One scan opens as is; a folder with ``study.json`` as a paired study; two scans as
-    a paired study (CT first, then MR); a ``.medstyle`` file as a session (with its own
-    model). With neither a model nor scans, the demo session opens (the demo model and
-    study, every slice already embedded), or else the demo model and study.
+    One scan opens as is (``series``: which series of a DICOM folder, its UID or its
+    listed number); a folder with ``study.json`` as a paired study; two scans as a paired
+    study (CT first, then MR); a ``.medstyle`` file as a session (with its own model).
+    With neither a model nor scans, the demo session opens (the demo model and study,
+    every slice already embedded), or else the demo model and study.
     """
     from medstyle_gui.core.session import SUFFIX
     from medstyle_gui.core.session_build import describe_inputs
@@ -168,7 +201,7 @@ def open_inputs(window, model: str | os.PathLike[str] | None, scans: Sequence, d
         )
         return
     try:
-        opened = describe_inputs(scans) if scans else None
+        opened = describe_inputs(scans, series_uid=series) if scans else None
     except MedstyleError as err:
         state.report_error(str(err))
         opened = None
@@ -211,10 +244,13 @@ def describe_shown(state) -> str:
 
 
 class _ScreenshotTaker:
-    """Waits until nothing loads or renders for a few polls, then grabs the window."""
+    """Waits until nothing loads or renders for a few polls, then grabs the window; stops
+    at the first error (or the time limit) instead, writing nothing: a picture of a
+    half-loaded window would pass for the real thing. Made before the inputs are opened,
+    so errors raised while opening them count too."""
 
-    def __init__(self, window, path: Path, app: QApplication) -> None:
-        self.window, self.path, self.app = window, path, app
+    def __init__(self, window, path: Path, app: QApplication, overwrite: bool = False) -> None:
+        self.window, self.path, self.app, self.overwrite = window, path, app, overwrite
         self.started = time.perf_counter()
         self.quiet_polls = 0
         self.status = 0
@@ -228,26 +264,33 @@ class _ScreenshotTaker:
         state = self.window.state
         busy = state.tasks.busy or state.renderer.busy
         self.quiet_polls = 0 if busy else self.quiet_polls + 1
-        timed_out = time.perf_counter() - self.started > SCREENSHOT_TIMEOUT_S
+        if time.perf_counter() - self.started > SCREENSHOT_TIMEOUT_S:
+            self.errors.append(f"gave up waiting after {SCREENSHOT_TIMEOUT_S:.0f} s")
         # five quiet polls: the last render has been shown and the views have painted
-        if self.quiet_polls < 5 and not timed_out:
+        if self.quiet_polls < 5 and not self.errors:
             return
         self.timer.stop()
-        if timed_out:
-            self.errors.append(f"gave up waiting after {SCREENSHOT_TIMEOUT_S:.0f} s")
-        pixmap = self.window.grab()
-        if not pixmap.save(str(self.path), "PNG"):
-            self.errors.append(f"{self.path}: could not write the screenshot")
-            self.status = 1
-        else:
-            print(f"wrote {self.path} ({pixmap.width()} x {pixmap.height()} px)")
-            print(f"shown: {describe_shown(self.window.state)}")
-            print(f"ready after {time.perf_counter() - self.started:.1f} s")
-        for message in self.errors:
-            print(f"medstyle: error: {message}", file=sys.stderr)
+        if not self.errors:
+            self.save()
         if self.errors:
+            # one line: the first error is the cause, what follows it its consequence
+            print(f"medstyle: error: {self.errors[0]}", file=sys.stderr)
             self.status = 1
         self.app.quit()
+
+    def save(self) -> None:
+        """Write the PNG (atomically: a failed write leaves no file, an old one whole)."""
+        pixmap = self.window.grab()
+        try:
+            with atomic_file(self.path, overwrite=self.overwrite) as tmp:
+                if not pixmap.save(str(tmp), "PNG"):
+                    raise ScanWriteError("could not write the screenshot", self.path)
+        except MedstyleError as err:
+            self.errors.append(str(err))
+            return
+        print(f"wrote {self.path} ({pixmap.width()} x {pixmap.height()} px)")
+        print(f"shown: {describe_shown(self.window.state)}")
+        print(f"ready after {time.perf_counter() - self.started:.1f} s")
 
 
 def run_gui(
@@ -255,6 +298,8 @@ def run_gui(
     scans: Sequence[str | os.PathLike[str]] = (),
     screenshot: str | os.PathLike[str] | None = None,
     device: str | None = None,
+    series: str | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Run the application; returns the exit status.
 
@@ -262,13 +307,16 @@ def run_gui(
         model: a model bundle folder (default: the bundled demo, if installed).
         scans: a scan, a paired study folder, or a CT and an MR.
         screenshot: write a PNG of the whole window once loaded and rendered, then exit
-            (1 when something failed to load; the PNG is written all the same).
+            (1 and no PNG when something failed to load).
         device: "cpu", "cuda" or "cuda:N" (default: a GPU when there is one).
+        series: which series of a DICOM folder ``scans`` names (its UID or listed number).
+        overwrite: replace an existing ``screenshot`` file (else it is an error).
     """
     from medstyle_gui.gui.main_window import MainWindow
     from medstyle_gui.gui.state import AppState
 
     app = make_app()
+    quiet_offscreen_noise(app)
     settings = None
     if screenshot is not None:
         # a screenshot neither reads nor changes the user's remembered layout
@@ -280,10 +328,12 @@ def run_gui(
     if screenshot is not None:
         window.ask_before_quitting = False  # nobody is there to answer
         window.resize(*SCREENSHOT_SIZE)  # after show: the docks' hints are settled then
-    open_inputs(window, model, scans, device or default_device())
-    if screenshot is None:
+    taker = None
+    if screenshot is not None:
+        taker = _ScreenshotTaker(window, Path(screenshot), app, overwrite)
+    open_inputs(window, model, scans, device or default_device(), series)
+    if taker is None:
         return int(app.exec())
-    taker = _ScreenshotTaker(window, Path(screenshot), app)
     app.exec()
     window.close()
     return taker.status

@@ -203,7 +203,7 @@ def test_screenshot_with_a_bad_model_says_so_and_fails(tmp_path):
     result = _gui(["--model", str(tmp_path / "no_model"), "--screenshot", str(out)], tmp_path)
     assert result.returncode == 1
     assert "no_model" in result.stderr and "Traceback" not in result.stderr
-    assert out.is_file()
+    assert not out.exists()  # no picture of a window without the model asked for
 
 
 def test_a_session_opens_with_its_model_scans_and_latents(

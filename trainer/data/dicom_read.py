@@ -29,6 +29,7 @@ from pydicom.pixels import apply_modality_lut
 
 from trainer.data import dicom_checks as checks
 from trainer.data.dicom_checks import Frame
+from trainer.data.dicom_padding import fill_padding, padding_facts, padding_range
 from trainer.data.volume import MODALITIES, SEXES, Volume
 from trainer.errors import InvalidScanError, ScanReadError
 
@@ -37,6 +38,9 @@ from trainer.errors import InvalidScanError, ScanReadError
 _NO_PREAMBLE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 _NO_UID = "(no series UID)"
+#: How messages tell the user to choose a series: by UID, or by its [N] in the listing
+#: (a series without a UID has only that).
+CHOOSE_SERIES = "--series UID, or --series N for the series listed as [N]"
 
 
 @dataclass(frozen=True)
@@ -257,27 +261,35 @@ def _series_info(uid: str, headers: Sequence[_Header]) -> SeriesInfo:
 def _choose_series(
     folder: Path, groups: dict[str, list[_Header]], series_uid: str | None
 ) -> list[_Header]:
-    """The headers of the series to read: the one asked for, or the only image series."""
+    """The headers of the series to read: the one asked for (by its UID, or by its number
+    N in the folder's listing, 1 first: the only way to name a series without a UID), or
+    the only image series."""
     infos = [_series_info(uid, hs) for uid, hs in groups.items()]
-    listing = "; ".join(info.label() for info in infos)
+    numbered = {info.uid: n for n, info in enumerate(infos, start=1)}
+
+    def listing(shown: Sequence[SeriesInfo]) -> str:
+        return "; ".join(f"[{numbered[info.uid]}] {info.label()}" for info in shown)
+
     if series_uid is not None:
-        if series_uid not in groups:
-            raise ScanReadError(
-                f"has no series {series_uid}; it holds {len(infos)} series: {listing}. "
-                "Choose one with --series UID",
-                folder,
-            )
-        return groups[series_uid]
+        if series_uid in groups:  # a UID first: a UID made of digits alone is still a UID
+            return groups[series_uid]
+        if series_uid.isdigit() and 1 <= int(series_uid) <= len(infos):
+            return groups[infos[int(series_uid) - 1].uid]
+        raise ScanReadError(
+            f"has no series {series_uid}; it holds {len(infos)} series: {listing(infos)}. "
+            f"Choose one with {CHOOSE_SERIES}",
+            folder,
+        )
     images = [info for info in infos if info.is_image]
     if len(images) == 1:
         return groups[images[0].uid]
     if not images:
         if len(infos) == 1:
             raise InvalidScanError(f"holds {infos[0].not_image}, not an image", folder)
-        raise InvalidScanError(f"holds no image series, only: {listing}", folder)
-    listing = "; ".join(info.label() for info in images)
+        raise InvalidScanError(f"holds no image series, only: {listing(infos)}", folder)
     raise ScanReadError(
-        f"holds {len(images)} image series: {listing}. Choose one with --series UID", folder
+        f"holds {len(images)} image series: {listing(images)}. Choose one with {CHOOSE_SERIES}",
+        folder,
     )
 
 
@@ -371,6 +383,17 @@ def _spacing_between_slices(ds: Dataset) -> float | None:
     return None
 
 
+def _slice_thickness_mm(ds: Dataset) -> float | None:
+    """Slice Thickness (mm) as the file states it (plain attribute, else the first
+    frame's Pixel Measures), ``None`` when absent or not positive."""
+    measures = _group_item(ds, 0, "PixelMeasuresSequence")
+    for source in (ds, measures):
+        value = _floats(source.get("SliceThickness"), 1) if source is not None else None
+        if value is not None and value[0] > 0:
+            return value[0]
+    return None
+
+
 def _group_item(ds: Dataset, frame: int, keyword: str) -> Dataset | None:
     """The first item of a functional group macro for ``frame``: per-frame if present,
     otherwise shared."""
@@ -411,14 +434,21 @@ def _read_series(path: Path, headers: Sequence[_Header]) -> Volume:
             raise InvalidScanError(f"{frames[0].name} has no Pixel Spacing", path)
         notes.append("no Pixel Spacing: 1 mm assumed")
 
-    array = _decode(frames)
+    array, padding = _decode(frames)
     checks.check_finite(array, path)
+    fields = _fields(path, headers, notes)
+    if padding is not None:  # padding is "no data", never tissue: make it air
+        padded, bounds = padding
+        air = fill_padding(array, padded, fields["modality"])
 
     image = sitk.GetImageFromArray(array)  # [slice, row, column] -> SimpleITK (x, y, z)
     image.SetSpacing((column_spacing, row_spacing, spacing_z))
     image.SetOrigin(tuple(float(v) for v in frames[0].position))  # type: ignore[union-attr]
     image.SetDirection(tuple(directions.ravel()))
-    return Volume.from_sitk(image, **_fields(path, headers, notes))
+    volume = Volume.from_sitk(image, **fields)
+    if padding is not None:
+        volume.meta.update(padding_facts(int(padded.sum()), padded.size, bounds, air, volume.units))
+    return volume
 
 
 def _single_slice_thickness(ds: Dataset, frame: Frame, notes: list[str]) -> float:
@@ -435,14 +465,25 @@ def _single_slice_thickness(ds: Dataset, frame: Frame, notes: list[str]) -> floa
     return value or 1.0
 
 
-def _decode(frames: Sequence[Frame]) -> np.ndarray:
-    """``[n, rows, columns]`` float32 pixel values in native units, in ``frames`` order."""
+def _decode(
+    frames: Sequence[Frame],
+) -> tuple[np.ndarray, tuple[np.ndarray, tuple[int, int]] | None]:
+    """``[n, rows, columns]`` float32 pixel values in native units, in ``frames`` order,
+    and, when a file declares pixel padding, the ``[n, rows, columns]`` mask of padded
+    pixels (stored values in its Pixel Padding Value / Range Limit) with the first
+    declared range (stored values); ``None`` when no file does."""
     out = np.empty((len(frames), frames[0].rows, frames[0].columns), dtype=np.float32)
+    padded: np.ndarray | None = None
+    first_bounds = (0, 0)
     by_file: dict[Path, list[int]] = defaultdict(list)
     for i, f in enumerate(frames):
         by_file[f.path].append(i)
     for file, slots in by_file.items():
         ds, pixels = _pixels_of(file)
+        bounds = padding_range(ds)
+        if bounds is not None and padded is None:
+            padded = np.zeros(out.shape, dtype=bool)
+            first_bounds = bounds
         for i in slots:
             f = frames[i]
             raw = pixels if f.index is None or pixels.ndim == 2 else pixels[f.index]
@@ -455,7 +496,9 @@ def _decode(frames: Sequence[Frame]) -> np.ndarray:
             if "DoseGridScaling" in ds:  # RT Dose: stored integers -> Gy
                 values = values * float(ds.DoseGridScaling)
             out[i] = values
-    return out
+            if bounds is not None and padded is not None:  # stored values, before rescale
+                padded[i] = (raw >= bounds[0]) & (raw <= bounds[1])
+    return out, None if padded is None else (padded, first_bounds)
 
 
 def _pixels_of(file: Path) -> tuple[Dataset, np.ndarray]:
@@ -501,6 +544,9 @@ def _fields(path: Path, headers: Sequence[_Header], notes: list[str]) -> dict:
     }
     if modality is None:
         info["modality_note"] = f"DICOM Modality is {dicom_modality or 'empty'}, neither CT nor MR"
+    thickness = _slice_thickness_mm(ds)
+    if thickness is not None:  # the acquired thickness, which the spacing need not be
+        info["slice_thickness_mm"] = thickness
     if "DoseGridScaling" in ds:
         info["units"] = str(ds.get("DoseUnits", "GY")).replace("GY", "Gy")
     if notes:

@@ -54,6 +54,10 @@ CT_INTERCEPT_HU = -1024.0
 INT16_MIN, INT16_MAX = -32768, 32767
 UINT16_MAX = 65535
 
+#: A written value may differ from the volume's by at most this fraction of the
+#: central 99 % of the values (0.5th to 99.5th percentile) without a warning.
+PRECISION = 1e-3
+
 # The longest values DICOM allows for the text attributes we fill (VR LO, PN, ST).
 _LO_MAX, _PN_MAX, _ST_MAX = 64, 64, 1024
 
@@ -75,20 +79,20 @@ def write_dicom_series(
     is written: a failure leaves nothing behind, and an existing ``folder`` is
     replaced only with ``overwrite=True`` (and only once the new one is complete).
 
-    Pixel values:
+    Pixel values (16 bits stored; native value = stored * RescaleSlope +
+    RescaleIntercept; no value is ever clipped):
 
-    * CT (CT Image Storage): signed 16-bit stored values with RescaleSlope /
-      RescaleIntercept / RescaleType HU, so a reader gets HU back within 0.5 HU
-      (values are rounded to whole HU). Intercept -1024, slope 1 whenever the data lie
-      in [-33792, 31743] HU (every real CT). Otherwise the intercept is moved to the
-      middle of the data range, and if the range is wider than 65534 HU the slope
-      grows above 1 (precision becomes ``slope`` HU). No value is ever clipped.
-    * MR (MR Image Storage, whose IOD has no rescale): values are rounded to whole
-      scanner units and stored as unsigned 16-bit (signed if any value is negative).
-      Values beyond that range (above 65535, or outside [-32768, 32767]) are clipped;
-      when that happens a warning is logged and ImageComments says so. MR in small
-      units (e.g. already normalised to [0, 1]) loses its detail to the rounding:
-      scale it to scanner-like units first.
+    * Whole numbers are kept exactly: CT (signed) with intercept -1024 and slope 1
+      whenever the data lie in [-33792, 31743] HU (every real CT), the intercept moved
+      to the middle of a wider range, and a slope above 1 only for a range wider than
+      65534 HU; MR as plain unsigned values (signed if any is negative), without
+      rescale attributes, whenever they fit.
+    * Anything else (fractional values, such as a synthetic CT or an MR normalised to
+      [0, 1], or MR wider than 16 bits) is spread over all 65536 stored values with a
+      RescaleSlope of about (max - min) / 65533, so every value comes back within half
+      a step: 1/131066 of the value range. When that step is coarser than
+      ``PRECISION`` of the central 99 % of the values (one outlier stretching the
+      range), a warning is logged and ImageComments says so.
 
     Identity: nothing is copied from the source scan; ``volume.patient_id`` is NOT
     written. PatientName / PatientID are ``patient_name`` / ``patient_id`` (empty by
@@ -164,7 +168,9 @@ def write_dicom_series(
 @dataclass(frozen=True)
 class _Encoding:
     """How native values become 16-bit stored values: ``stored = round((v - intercept)
-    / slope)`` clipped to ``[low, high]``; ``window`` (centre, width) is in native units."""
+    / slope)`` clipped to ``[low, high]``; ``window`` (centre, width) is in native units;
+    ``rescale``: whether RescaleSlope/Intercept are written (an MR of whole numbers
+    needs none)."""
 
     dtype: type
     low: int
@@ -172,6 +178,7 @@ class _Encoding:
     window: tuple[float, float]
     intercept: float = 0.0
     slope: float = 1.0
+    rescale: bool = True
     note: str = ""
 
     def encode(self, values: np.ndarray) -> np.ndarray:
@@ -185,25 +192,45 @@ def _encoding(volume: Volume) -> _Encoding:
     """The stored representation for the whole volume (see :func:`write_dicom_series`)."""
     array = volume.array
     lo, hi = float(array.min()), float(array.max())
+    whole = all(np.array_equal(plane, np.rint(plane)) for plane in array)  # slice by slice
+    p_lo, p_hi = _central_range(array)
     if volume.modality == "CT":
-        # ct_rescale makes the whole range fit: clipping only guards the very edge.
-        intercept, slope = ct_rescale(lo, hi)
-        return _Encoding(np.int16, INT16_MIN, INT16_MAX, CT_WINDOW_HU, intercept, slope)
-
-    low, high = (0, UINT16_MAX) if lo >= 0 else (INT16_MIN, INT16_MAX)
-    clipped = int(np.count_nonzero((array < low - 0.5) | (array >= high + 0.5)))
-    note = ""
-    if clipped:
-        note = (
-            f"{clipped} MR values outside [{low}, {high}] were clipped to fit 16-bit DICOM "
-            f"(data range {lo:g} to {hi:g})"
+        low, high, dtype = INT16_MIN, INT16_MAX, np.int16
+        rescale = True
+        intercept, slope = ct_rescale(lo, hi) if whole else fine_rescale(lo, hi, low, high)
+        window = CT_WINDOW_HU
+    else:
+        low, high, dtype = (
+            (0, UINT16_MAX, np.uint16) if lo >= 0 else (INT16_MIN, INT16_MAX, np.int16)
         )
-    # A window over the central 99 % of the values, from at most ~1M of them.
+        rescale = not (whole and low <= lo and hi <= high)
+        intercept, slope = fine_rescale(lo, hi, low, high) if rescale else (0.0, 1.0)
+        window = ((p_lo + p_hi) / 2.0, max(p_hi - p_lo, 1.0))
+    exact = whole and slope == 1.0 and intercept.is_integer()
+    note = ""
+    if not exact and slope / 2.0 > PRECISION * ((p_hi - p_lo) or (hi - lo)):
+        note = (
+            f"{volume.modality} values rounded to steps of {slope:g} {volume.units} (up to "
+            f"{slope / 2.0:.3g} off): 16 bits must span {lo:g} to {hi:g}, while 99 % of the "
+            f"values lie in {p_lo:.4g} to {p_hi:.4g} (outliers?)"
+        )
+    return _Encoding(dtype, low, high, window, intercept, slope, rescale, note)
+
+
+def _central_range(array: np.ndarray) -> tuple[float, float]:
+    """The 0.5th and 99.5th percentiles of ``array``, from at most ~1M of its values."""
     step = max(1, array.size // 1_000_000)
     p_lo, p_hi = np.percentile(array.ravel()[::step], [0.5, 99.5])
-    p_lo, p_hi = float(np.clip(np.rint(p_lo), low, high)), float(np.clip(np.rint(p_hi), low, high))
-    window = ((p_lo + p_hi) / 2.0, max(p_hi - p_lo, 1.0))
-    return _Encoding(np.uint16 if low == 0 else np.int16, low, high, window, note=note)
+    return float(p_lo), float(p_hi)
+
+
+def fine_rescale(lo: float, hi: float, low: int, high: int) -> tuple[float, float]:
+    """``(intercept, slope)`` that spread values in ``[lo, hi]`` over the stored values
+    ``low..high`` (value = stored * slope + intercept), keeping one stored value spare
+    at either end for rounding. Both are exactly what their DS text says, so a reader
+    decodes with the very numbers the writer encoded with."""
+    slope = _ds_up((hi - lo) / (high - low - 2)) or 1.0
+    return _ds_exact(lo - (low + 1) * slope), slope
 
 
 def ct_rescale(lo_hu: float, hi_hu: float) -> tuple[float, float]:
@@ -214,10 +241,8 @@ def ct_rescale(lo_hu: float, hi_hu: float) -> tuple[float, float]:
     centre = float(np.round((lo_hu + hi_hu) / 2.0))
     if hi_hu - lo_hu <= 2 * INT16_MAX - 2:
         return centre, 1.0
-    # Rare (corrupt or non-HU data): a coarser step, rounded up to 6 digits so the
-    # DS text holds it exactly and the range still fits.
-    slope = float(f"{(hi_hu - lo_hu) / (2 * INT16_MAX - 2) * 1.00001:.6g}")
-    return centre, slope
+    # Rare (corrupt or non-HU data): a coarser step.
+    return centre, _ds_up((hi_hu - lo_hu) / (2 * INT16_MAX - 2))
 
 
 # -- the attributes shared by every slice ----------------------------------------------
@@ -305,25 +330,26 @@ def _series_dataset(
     # Image Plane: PixelSpacing is (between rows, between columns) = (y, x).
     ds.PixelSpacing = _ds([volume.spacing_mm[1], volume.spacing_mm[2]])
     ds.ImageOrientationPatient = _ds([*volume.direction[:, 0], *volume.direction[:, 1]])
-    ds.SliceThickness = _ds([volume.spacing_mm[0]])[0]
-    ds.SpacingBetweenSlices = _ds([volume.spacing_mm[0]])[0]
+    ds.SliceThickness = _ds_short(slice_thickness_mm(volume))
+    ds.SpacingBetweenSlices = _ds_short(volume.spacing_mm[0])
 
     # VOI LUT: a window in output units (HU for CT).
     centre, width = encoding.window
     ds.WindowCenter = _ds([centre])[0]
     ds.WindowWidth = _ds([width])[0]
 
+    if encoding.rescale:
+        ds.RescaleIntercept = _ds([encoding.intercept])[0]
+        ds.RescaleSlope = _ds([encoding.slope])[0]
     if modality == "CT":
-        _ct_image(ds, encoding)
+        _ct_image(ds)
     else:
         _mr_image(ds)
     return ds
 
 
-def _ct_image(ds: Dataset, encoding: _Encoding) -> None:
+def _ct_image(ds: Dataset) -> None:
     """CT Image module: rescale to HU; acquisition facts unknown (Type 2, empty)."""
-    ds.RescaleIntercept = _ds([encoding.intercept])[0]
-    ds.RescaleSlope = _ds([encoding.slope])[0]
     ds.RescaleType = "HU"
     ds.KVP = ""
     ds.AcquisitionNumber = ""
@@ -341,6 +367,16 @@ def _mr_image(ds: Dataset) -> None:
     ds.EchoTime = ""
     ds.EchoTrainLength = ""
     ds.AcquisitionNumber = ""
+
+
+def slice_thickness_mm(volume: Volume) -> float:
+    """Slice Thickness to write (mm): the source's, which a DICOM reader keeps in
+    ``meta["slice_thickness_mm"]`` (slices may be thicker or thinner than their spacing)
+    and which resampling onto another grid drops; else the slice spacing."""
+    thickness = volume.meta.get("slice_thickness_mm")
+    if isinstance(thickness, int | float) and thickness > 0:
+        return float(thickness)
+    return volume.spacing_mm[0]
 
 
 def series_text(volume: Volume, provenance: Provenance, chosen: str | None = None) -> str:
@@ -365,6 +401,23 @@ def series_text(volume: Volume, provenance: Provenance, chosen: str | None = Non
 def _ds(values) -> list[DSfloat]:
     """Decimal strings DICOM accepts (at most 16 characters each)."""
     return [DSfloat(float(v), auto_format=True) for v in values]
+
+
+def _ds_exact(value: float) -> float:
+    """The number the DS text written for ``value`` holds (up to 16 characters)."""
+    return float(str(_ds([value])[0]))
+
+
+def _ds_up(value: float) -> float:
+    """``value`` rounded up to 6 significant digits: a DS text holds it exactly, and a
+    range divided by it still fits the stored values."""
+    return float(f"{value * 1.00001:.6g}")
+
+
+def _ds_short(value: float) -> DSfloat:
+    """A length or spacing in mm to 8 significant digits: 1 mm reads "1", not the
+    0.99999999999999 that averaging slice positions gives."""
+    return DSfloat(f"{float(value):.8g}")
 
 
 def _check_text(what: str, value: str, limit: int, folder: Path) -> None:

@@ -62,7 +62,11 @@ def resample_to(
         spacing_mm=reference.spacing_mm,
         origin_lps_mm=reference.origin_lps_mm,
         direction=reference.direction.copy(),
-        meta={**moving.meta, "resampled_to": reference.source or "reference grid"},
+        # The slices are the reference's now: the source's slice thickness is no more.
+        meta={
+            **{k: v for k, v in moving.meta.items() if k != "slice_thickness_mm"},
+            "resampled_to": reference.source or "reference grid",
+        },
     )
 
 

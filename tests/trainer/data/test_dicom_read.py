@@ -21,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.conftest import pydicom_test_file
 from trainer.data import dicom_read
+from trainer.data.dicom_padding import padding_range
 from trainer.data.dicom_read import SeriesInfo, list_dicom_series, read_dicom
 from trainer.errors import InvalidScanError, MedstyleError, ScanReadError
 
@@ -357,6 +358,28 @@ def test_series_uid_of_a_single_file_must_match():
         read_dicom(path, series_uid="1.2.3")
 
 
+def test_a_series_without_uid_is_chosen_by_its_listed_number(tmp_path):
+    """Files without a Series Instance UID make a series no UID can name: the listing
+    numbers every series, and ``series_uid="N"`` reads the one shown as [N]."""
+    import re
+
+    ct = pydicom.dcmread(pydicom_test_file("CT_small.dcm"))
+    del ct.SeriesInstanceUID
+    ct.save_as(tmp_path / "ct.dcm")
+    shutil.copy(pydicom_test_file("MR_small.dcm"), tmp_path / "mr.dcm")
+    with pytest.raises(ScanReadError) as exc:
+        read_dicom(tmp_path)
+    message = error_of(exc)
+    assert "--series N for the series listed as [N]" in message
+    number = re.search(r"\[(\d)\] \(no series UID\) \(CT", message)
+    assert number is not None, message
+    assert read_dicom(tmp_path, series_uid=number.group(1)).modality == "CT"
+    other = "2" if number.group(1) == "1" else "1"
+    assert read_dicom(tmp_path, series_uid=other).modality == "MR"
+    with pytest.raises(ScanReadError, match=r"has no series 3; it holds 2 series: \[1\]"):
+        read_dicom(tmp_path, series_uid="3")
+
+
 # -- objects that are not images -------------------------------------------------------
 
 
@@ -411,6 +434,85 @@ def test_rgb_is_refused():
     with pytest.raises(InvalidScanError) as exc:
         read_dicom(path)
     assert "colour RGB" in error_of(exc) and "3 samples per pixel" in error_of(exc)
+
+
+# -- pixel padding ---------------------------------------------------------------------
+
+
+def _pad_like_ge(ds: Dataset, pad: np.ndarray, padding: int | tuple[int, int]) -> None:
+    """Store ``ds``'s pixels signed (as GE does), with the pixels where ``pad`` is True
+    set to a padding value: ``padding`` itself, or values spread over a range."""
+    pixels = ds.pixel_array.astype(np.int16)
+    if isinstance(padding, tuple):
+        low, high = sorted(padding)
+        spread = np.random.default_rng(0).integers(low, high + 1, pixels.shape)
+        pixels[pad] = spread[pad]
+        ds.add_new(0x00280120, "SS", padding[0])  # Pixel Padding Value
+        ds.add_new(0x00280121, "SS", padding[1])  # Pixel Padding Range Limit
+    else:
+        pixels[pad] = padding
+        ds.add_new(0x00280120, "SS", padding)
+    ds.set_pixel_data(pixels, "MONOCHROME2", 16, generate_instance_uid=False)
+
+
+@pytest.mark.parametrize(
+    "padding", [-2000, (-2000, -1500), (-1500, -2000)], ids=["value", "range", "range-reversed"]
+)
+def test_pixel_padding_of_a_real_series_becomes_air(ct_slices, real_volume, tmp_path, padding):
+    """The real CT stores air outside its reconstruction circle as 0 (-1024 HU). Stored
+    instead as GE's padding -2000 (-3024 HU), or anywhere in a padding range given in
+    either order, those voxels read back as air: the very volume read from the source."""
+    slices = copies(ct_slices)
+    outside = [ds.pixel_array == 0 for ds in slices]
+    for ds, pad in zip(slices, outside, strict=True):
+        _pad_like_ge(ds, pad, padding)
+    v = read_dicom(write_series(tmp_path / "padded", slices))
+    np.testing.assert_array_equal(v.array, real_volume.array[:SUBSET])
+    count = int(sum(pad.sum() for pad in outside))
+    assert v.meta["padding_voxels"] == count and count > 0.15 * v.array.size
+    assert "set to air (-1024 HU)" in v.meta["padding_note"]
+
+
+def test_pixel_padding_of_a_single_file(tmp_path):
+    """pydicom's CT_small declares padding -2000 but holds none; padded rows read as air,
+    and a file whose padding is absent from its pixels says so."""
+    path = pydicom_test_file("CT_small.dcm")
+    v = read_dicom(path)
+    assert v.meta["padding_voxels"] == 0 and "no voxel holds it" in v.meta["padding_note"]
+
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array.copy()
+    pixels[:10] = -2000  # the first ten rows: anterior, row 0 stays row 0 in LPS
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(tmp_path / "padded.dcm")
+    padded = read_dicom(tmp_path / "padded.dcm")
+    assert padded.meta["padding_voxels"] == 10 * pixels.shape[1]
+    assert (padded.array == -1024).sum() == 10 * pixels.shape[1]
+    np.testing.assert_array_equal(padded.array[0, 10:], v.array[0, 10:])
+
+
+def test_padding_written_unsigned_for_signed_pixels_is_read_as_signed():
+    """Some files write Pixel Padding Value as US even for signed pixels: 63536 then
+    stands for -2000; an unreadable value means no padding rather than a failure."""
+    ds = Dataset()
+    ds.PixelRepresentation, ds.BitsAllocated = 1, 16
+    ds.add_new(0x00280120, "US", 63536)
+    assert padding_range(ds) == (-2000, -2000)
+    ds.add_new(0x00280120, "US", [1, 2])
+    assert padding_range(ds) is None
+
+
+def test_pixel_padding_of_mr_becomes_zero(tmp_path):
+    ds = pydicom.dcmread(pydicom_test_file("MR_small.dcm"))
+    pixels = ds.pixel_array.copy()
+    pixels[:, :5] = 4000  # a bright band no tissue of this scan has
+    ds.PixelData = pixels.tobytes()
+    ds.add_new(0x00280120, "SS", 4000)
+    ds.save_as(tmp_path / "mr.dcm")
+    v = read_dicom(tmp_path / "mr.dcm")
+    assert v.meta["padding_voxels"] == 5 * pixels.shape[0]
+    assert v.array.max() < 4000 and (v.array == 0).sum() == 5 * pixels.shape[0]
+    assert "set to air (0 MR units)" in v.meta["padding_note"]
 
 
 # -- slices that do not make one regular volume ---------------------------------------

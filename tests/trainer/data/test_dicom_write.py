@@ -3,6 +3,7 @@ no identity carried over from a source scan, safe writing, provenance in the hea
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.conftest import pydicom_test_file
 from trainer.data.dicom_write import ct_rescale, write_dicom_series
 from trainer.data.provenance import Provenance, conversion
 from trainer.data.read import read_volume
+from trainer.data.resample import resample_to
 from trainer.data.volume import Volume
 from trainer.errors import ScanWriteError
 
@@ -97,8 +99,8 @@ def test_round_trip_gives_same_values_and_geometry(tmp_path, make_volume, modali
     folder = write_dicom_series(volume, tmp_path / "series", provenance=conversion("a.nii"))
     back = _read_back(folder)
     assert back.shape == volume.shape
-    # Values are stored as whole HU / whole MR units: within 0.5 of the original.
-    assert np.abs(back.array - volume.array).max() <= 0.5 + 1e-4
+    # Fractional values are kept to half a 16-bit step of the value range.
+    assert np.abs(back.array - volume.array).max() <= _value_range(volume.array) / 65533
     np.testing.assert_allclose(back.spacing_mm, volume.spacing_mm, atol=1e-5)
     np.testing.assert_allclose(back.origin_lps_mm, volume.origin_lps_mm, atol=1e-4)
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-6)
@@ -112,14 +114,16 @@ def test_project_reader_reads_the_series_back(tmp_path, make_volume, modality, d
     folder = write_dicom_series(volume, tmp_path / "series", provenance=SYNTHETIC)
     back = read_volume(folder)
     assert (back.modality, back.sex) == (modality, "M")
-    assert np.abs(back.array - volume.array).max() <= 0.5 + 1e-4
+    assert np.abs(back.array - volume.array).max() <= _value_range(volume.array) / 65533
     np.testing.assert_allclose(back.spacing_mm, volume.spacing_mm, atol=1e-5)
     np.testing.assert_allclose(back.origin_lps_mm, volume.origin_lps_mm, atol=1e-4)
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-6)
 
 
 def test_slice_attributes_follow_the_volume(tmp_path, make_volume):
-    volume = _volume(make_volume, "CT", OBLIQUE)
+    """Whole-number HU (as every real CT) are stored as scanners store them: intercept
+    -1024, slope 1, each value exact."""
+    volume = make_volume(direction=OBLIQUE, origin_lps_mm=(-30.5, 12.25, -101.0))
     done = []
     folder = write_dicom_series(
         volume, tmp_path / "series", provenance=SYNTHETIC, progress=lambda *a: done.append(a)
@@ -139,9 +143,7 @@ def test_slice_attributes_follow_the_volume(tmp_path, make_volume):
             [float(v) for v in ds.ImageOrientationPatient], [*OBLIQUE[:, 0], *OBLIQUE[:, 1]]
         )
         # Rows x columns of slice k are array[k] (row = y, column = x), in HU.
-        np.testing.assert_allclose(
-            apply_modality_lut(ds.pixel_array, ds), np.rint(volume.array[k]), atol=1e-6
-        )
+        np.testing.assert_array_equal(apply_modality_lut(ds.pixel_array, ds), volume.array[k])
         assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
         assert ds.BitsAllocated == 16 and ds.PixelRepresentation == 1
         assert (float(ds.RescaleIntercept), float(ds.RescaleSlope)) == (-1024.0, 1.0)
@@ -182,14 +184,63 @@ def test_mr_is_stored_as_whole_units_without_rescale(tmp_path, make_volume):
     assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]
 
 
-def test_mr_values_beyond_16_bits_are_clipped_and_said(tmp_path, make_volume):
+def test_mr_values_beyond_16_bits_are_kept_and_the_coarse_step_said(tmp_path, make_volume, caplog):
+    """One outlier stretches the range past 16 bits: nothing is clipped, every value is
+    within half a step, and the step (coarse beside the other values) is warned about."""
     volume = make_volume(modality="MR")
     array = volume.array.copy()
     array[0, 0, 0] = 70000.0
-    folder = write_dicom_series(volume.with_array(array), tmp_path / "mr", provenance=SYNTHETIC)
+    with caplog.at_level(logging.WARNING, logger="trainer.data.dicom_write"):
+        folder = write_dicom_series(volume.with_array(array), tmp_path / "mr", provenance=SYNTHETIC)
+    back = read_volume(folder)
     ds = pydicom.dcmread(_files(folder)[0])
-    assert int(ds.pixel_array[0, 0]) == 65535
-    assert "clipped" in ds.ImageComments
+    slope = float(ds.RescaleSlope)
+    assert back.array[0, 0, 0] == pytest.approx(70000.0, abs=slope / 2)
+    assert np.abs(back.array - array).max() <= slope / 2 + 1e-3
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "\n" not in warning and f"steps of {slope:g} MR units" in warning
+    assert "outliers" in warning and "steps of" in ds.ImageComments
+
+
+def _value_range(array: np.ndarray) -> float:
+    return float(array.max() - array.min())
+
+
+@pytest.mark.parametrize(
+    ("modality", "low", "high"),
+    [("MR", 0.0, 1.0), ("MR", -3.5, 2.25), ("MR", 0.0, 1250.0), ("CT", -1024.0, 1500.0)],
+    ids=["mr-0-1", "mr-signed", "mr-scanner-units", "ct-synthetic"],
+)
+def test_fractional_values_keep_their_precision(tmp_path, make_volume, caplog, modality, low, high):
+    """An MR normalised to [0, 1] (or any float MR, or a synthetic float CT) comes back
+    through the project's reader within 1e-3 of its value range, not rounded to whole
+    units, and without a warning: the stored integers span 16 bits."""
+    volume = make_volume(modality=modality)
+    rng = np.random.default_rng(1)
+    array = rng.uniform(low, high, volume.shape).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        folder = write_dicom_series(
+            volume.with_array(array), tmp_path / "s", provenance=conversion("a.nii")
+        )
+    back = read_volume(folder)
+    error = np.abs(back.array - array).max()
+    assert error <= 1e-3 * _value_range(array)
+    assert error <= _value_range(array) / 65533  # half a 16-bit step, with room
+    assert caplog.records == []
+    stored = np.concatenate([pydicom.dcmread(p).pixel_array.ravel() for p in _files(folder)])
+    assert int(stored.max()) - int(stored.min()) > 65000  # the whole 16 bits used
+    ds = pydicom.dcmread(_files(folder)[0])
+    assert float(ds.RescaleSlope) < 1.0
+
+
+def test_whole_number_ct_keeps_exact_hu(tmp_path, real_ct_dicom):
+    """The real CT (whole HU) is written as scanners write it: slope 1, intercept -1024,
+    every HU exact through the project's reader."""
+    volume = read_volume(real_ct_dicom)
+    folder = write_dicom_series(volume, tmp_path / "ct", provenance=conversion("ct"))
+    np.testing.assert_array_equal(read_volume(folder).array, volume.array)
+    ds = pydicom.dcmread(_files(folder)[0])
+    assert (ds.RescaleSlope, ds.RescaleIntercept) == (1.0, -1024.0)
 
 
 def test_mr_negative_values_are_kept_signed(tmp_path, make_volume):
@@ -251,6 +302,37 @@ def test_real_scans_survive_the_round_trip_exactly(tmp_path, request, fixture, m
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-6)
     if modality == "MR":
         assert not np.allclose(volume.direction, np.eye(3), atol=1e-3)  # really oblique
+
+
+# -- slice thickness --------------------------------------------------------------------
+
+
+def test_slice_thickness_is_the_sources(tmp_path, real_ct_dicom):
+    """The real CT has 3 mm slices 2 mm apart: the export says 3 (SliceThickness) and 2
+    (SpacingBetweenSlices), as the source does; once resampled onto another grid, the
+    slices are the grid's and the thickness is its spacing."""
+    volume = read_volume(real_ct_dicom)
+    assert volume.meta["slice_thickness_mm"] == 3.0 and volume.spacing_mm[0] == 2.0
+    ds = pydicom.dcmread(
+        _files(write_dicom_series(volume, tmp_path / "ct", provenance=conversion("ct")))[0]
+    )
+    assert (ds.SliceThickness, ds.SpacingBetweenSlices) == ("3", "2")
+
+    grid = Volume(np.zeros((4, 8, 8), np.float32), (5.0, 4.0, 4.0), volume.origin_lps_mm)
+    moved = resample_to(volume, grid)
+    ds = pydicom.dcmread(
+        _files(write_dicom_series(moved, tmp_path / "moved", provenance=conversion("ct")))[0]
+    )
+    assert (ds.SliceThickness, ds.SpacingBetweenSlices) == ("5", "5")
+
+
+def test_slice_thickness_without_a_source_is_the_spacing_in_plain_digits(tmp_path, make_volume):
+    """A spacing averaged from slice positions (0.99999999999999 mm) is written as "1"."""
+    volume = make_volume(spacing=(0.99999999999999, 0.5, 0.5))
+    ds = pydicom.dcmread(
+        _files(write_dicom_series(volume, tmp_path / "s", provenance=SYNTHETIC))[0]
+    )
+    assert (ds.SliceThickness, ds.SpacingBetweenSlices) == ("1", "1")
 
 
 # -- identity -------------------------------------------------------------------------
