@@ -469,6 +469,19 @@ def slot_from_volume(model: Model, volume: Volume, path: str, series_uid: str | 
     return ScanSlot(str(path), series_uid, slices, slices.volume, volume.modality)
 
 
+def series_to_keep(volume: Volume, series_uid: str | None) -> str | None:
+    """How to name again the series ``series_uid`` chose, for a session to reopen it: a
+    DICOM series by its Series Instance UID (``NO_UID`` for the folder's files without
+    one), which still names it when the folder gains or loses series, where a listed
+    number N would then name another. None (the only series) and slice datasets'
+    ``PATIENT/MODALITY`` stay as they are."""
+    from trainer.data.dicom_read import NO_UID
+
+    if series_uid is None or "series_uid" not in volume.meta:  # only DICOM volumes carry it
+        return series_uid
+    return volume.meta["series_uid"] or NO_UID
+
+
 def load_scan(
     model: Model,
     path: str | PathLike[str],
@@ -478,7 +491,8 @@ def load_scan(
     encode: bool = True,
 ) -> tuple[ScanSlot, dict[int, np.ndarray]]:
     """Read a scan, put it on the model matrix and encode every slice (unless ``encode``
-    is false: a session brings its latents)."""
+    is false: a session brings its latents). The slot names the series by what chooses
+    it again (:func:`series_to_keep`), not by the listed number ``series_uid`` may be."""
     from trainer.data.read import read_volume
 
     say = progress or (lambda f, m: None)
@@ -486,7 +500,7 @@ def load_scan(
     volume = read_volume(path, series_uid=series_uid)
     _check_cancel(cancel)
     say(0.3, "resampling to the model matrix")
-    slot = slot_from_volume(model, volume, str(path), series_uid)
+    slot = slot_from_volume(model, volume, str(path), series_to_keep(volume, series_uid))
     if not encode:
         return slot, {}
     latents = encode_slices(model, slot.slices, lambda f, m: say(0.4 + 0.6 * f, m), cancel)
@@ -505,8 +519,10 @@ def load_pair(
 
     With ``mr_path`` None, ``ct_path`` is a study folder (``study.json`` or one CT and one
     MR scan inside); an aligned study is not registered. Otherwise the CT is rigidly
-    registered to the MR after N4 on the MR, as ``medstyle pair`` does. Without
-    ``encode`` the latent tables are empty (a session brings its own).
+    registered to the MR after N4 on the MR, as ``medstyle pair`` does. Both slots'
+    ``volume.meta["pairing_check"]`` hold the pair's plausibility check (a failed one
+    is loaded all the same, for the user to look at). Without ``encode`` the latent
+    tables are empty (a session brings its own).
     """
     from trainer.data.read import read_volume
     from trainer.data.register import prepare_pair

@@ -166,7 +166,8 @@ class AppState(QObject):
 
         def done(result: tuple) -> None:
             slot, latents = result
-            self.opened = {"kind": "scan", "path": str(path), "series_uid": series_uid}
+            # the series as the slot names it: its UID, where series_uid may be a number
+            self.opened = {"kind": "scan", "path": str(path), "series_uid": slot.series_uid}
             self._set_scans(slot, None, latents, {})
 
         return self._load(

@@ -7,6 +7,7 @@ from CT (x0 > 0), "slice" runs along x1 with 0.5 normal units per slice.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -280,3 +281,56 @@ def test_the_sought_slice_counts_the_open_scans_own_slices():
     thick = dataclasses.replace(state.source.volume, spacing_mm=(10.0, 2.0, 2.0))
     state.source = dataclasses.replace(state.source, volume=thick)
     assert explore.sought_slice(state, model) == state.index + 1
+
+
+def series_copy(src: Path, out: Path, shift: float = 0.0, slices: int = 4, **tags: str) -> Path:
+    """The ``slices`` most inferior slices of the DICOM series ``src`` in a new folder
+    ``out``, with ``tags`` set (a SeriesInstanceUID, a StudyInstanceUID) and every value
+    raised by ``shift`` (so that a copy never passes for another series)."""
+    import pydicom
+
+    out.mkdir(parents=True)
+    datasets = sorted(map(pydicom.dcmread, src.iterdir()), key=lambda d: d.ImagePositionPatient[2])
+    for ds in datasets[:slices]:
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.RescaleIntercept = float(ds.get("RescaleIntercept", 0.0)) + shift
+        ds.save_as(out / Path(ds.filename).name)
+    return out
+
+
+def test_a_series_chosen_by_number_is_kept_by_what_names_it_for_good(tmp_path, real_ct_dicom):
+    """``--series N`` counts in the folder's listing, which shifts when the folder gains a
+    series; what a session keeps must not: the series' UID, or, for the real CT (which has
+    none), the reader's name for the series without a UID."""
+    from trainer.data.dicom_read import NO_UID, list_dicom_series
+    from trainer.data.read import read_volume
+
+    folder = tmp_path / "incoming"
+    series_copy(real_ct_dicom, folder / "ct", StudyInstanceUID="1.5")
+    series_copy(
+        real_ct_dicom, folder / "copy", 100.0, StudyInstanceUID="1.5", SeriesInstanceUID="1.5.2"
+    )
+    assert [s.uid for s in list_dicom_series(folder)] == ["", "1.5.2"]
+    kept = {}
+    for n in ("1", "2"):
+        volume = read_volume(folder, series_uid=n)
+        kept[n] = (explore.series_to_keep(volume, n), volume.array)
+    assert [name for name, _ in kept.values()] == [NO_UID, "1.5.2"]
+
+    series_copy(
+        real_ct_dicom, folder / "earlier", 500.0, StudyInstanceUID="1.1", SeriesInstanceUID="1.1.1"
+    )
+    assert [s.uid for s in list_dicom_series(folder)] == ["1.1.1", "", "1.5.2"]  # N moved on
+    for n, (name, array) in kept.items():
+        np.testing.assert_array_equal(read_volume(folder, series_uid=name).array, array)
+        assert not np.array_equal(read_volume(folder, series_uid=n).array, array)
+    one_file = sorted((folder / "ct").iterdir())[0]  # a file names its series the same way
+    assert read_volume(one_file, series_uid=NO_UID).num_slices == 1
+
+    # nothing chosen stays nothing chosen; a slice dataset's PATIENT/MODALITY stays as is
+    assert explore.series_to_keep(volume, None) is None
+    h5 = Volume(
+        array=np.zeros((1, 2, 2), np.float32), spacing_mm=(1, 1, 1), meta={"series": "P1/CT"}
+    )
+    assert explore.series_to_keep(h5, "P1/CT") == "P1/CT"

@@ -157,6 +157,34 @@ def test_dicom_browser_lists_patient_study_series_and_opens_the_choice(
     assert not browser.isVisible()
 
 
+def test_a_series_opened_by_its_number_is_saved_by_its_uid(
+    qtbot, state, two_series, tmp_path
+) -> None:
+    """``gui FOLDER --series N`` opens the series listed as [N]; the session keeps its UID,
+    so it reopens that series after the folder gains one listed before it."""
+    from tests.core.test_explore import series_copy
+    from trainer.data.dicom_read import list_dicom_series
+
+    folder, copy_uid = two_series
+    number = [s.uid for s in list_dicom_series(folder)].index(copy_uid) + 1
+    _open(qtbot, state, lambda: state.open_scan(folder, str(number)))
+    assert state.opened["series_uid"] == state.explore.source.series_uid == copy_uid
+    shown = state.explore.source.volume.array.copy()
+    path = state.save_session(tmp_path / "s.medstyle")
+    assert path is not None
+
+    series_copy(folder / "original", folder / "added", 500.0, SeriesInstanceUID="1.1")
+    assert [s.uid for s in list_dicom_series(folder)].index(copy_uid) + 1 == number + 1
+    other = AppState()
+    try:
+        other.set_model(state.model)
+        _open(qtbot, other, lambda: other.open_session(path))
+        assert other.opened["series_uid"] == other.explore.source.series_uid == copy_uid
+        np.testing.assert_array_equal(other.explore.source.volume.array, shown)
+    finally:
+        other.shutdown()
+
+
 def test_a_folder_with_one_series_opens_without_the_browser(
     qtbot, state, panel, real_ct_dicom
 ) -> None:

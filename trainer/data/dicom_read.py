@@ -37,7 +37,8 @@ from trainer.errors import InvalidScanError, ScanReadError
 # 0008 element tag, little or big endian.
 _NO_PREAMBLE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-_NO_UID = "(no series UID)"
+#: How listings name a series without a UID, and how ``series_uid`` chooses it.
+NO_UID = "(no series UID)"
 #: How messages tell the user to choose a series: by UID, or by its [N] in the listing
 #: (a series without a UID has only that).
 CHOOSE_SERIES = "--series UID, or --series N for the series listed as [N]"
@@ -90,7 +91,7 @@ class SeriesInfo:
             )
         else:
             parts.append(f"{self.num_images} slice{'s' * (self.num_images != 1)}")
-        return f"{self.uid or _NO_UID} ({', '.join(parts)})"
+        return f"{self.uid or NO_UID} ({', '.join(parts)})"
 
 
 @dataclass
@@ -126,7 +127,8 @@ def read_dicom(path: Path, series_uid: str | None = None) -> Volume:
         path: a folder (searched recursively) or one file: a single slice gives a
             1-slice volume, a multi-frame file a volume of its frames.
         series_uid: the Series Instance UID to read when the folder holds several image
-            series (non-image objects such as RT Structure Sets are ignored when
+            series (``NO_UID`` for the files without one, or N for the series listed
+            as [N]; non-image objects such as RT Structure Sets are ignored when
             choosing).
 
     Returns:
@@ -152,8 +154,8 @@ def read_dicom(path: Path, series_uid: str | None = None) -> Volume:
         if header is None:
             raise ScanReadError("is not a DICOM file", path)
         uid = str(header.ds.get("SeriesInstanceUID", "") or "")
-        if series_uid is not None and series_uid != uid:
-            raise ScanReadError(f"belongs to series {uid or _NO_UID}, not {series_uid}", path)
+        if series_uid is not None and series_uid not in (uid, uid or NO_UID):
+            raise ScanReadError(f"belongs to series {uid or NO_UID}, not {series_uid}", path)
         headers = [header]
     for h in headers:
         checks.check_is_image(h.ds, h.has_pixels, h.path, h.size_bytes)
@@ -271,8 +273,9 @@ def _choose_series(
         return "; ".join(f"[{numbered[info.uid]}] {info.label()}" for info in shown)
 
     if series_uid is not None:
-        if series_uid in groups:  # a UID first: a UID made of digits alone is still a UID
-            return groups[series_uid]
+        key = "" if series_uid == NO_UID else series_uid  # files without a UID group as ""
+        if key in groups:  # a UID first: a UID made of digits alone is still a UID
+            return groups[key]
         if series_uid.isdigit() and 1 <= int(series_uid) <= len(infos):
             return groups[infos[int(series_uid) - 1].uid]
         raise ScanReadError(
