@@ -117,7 +117,10 @@ def build_dataset(
 
     Raises:
         ScanWriteError: ``out`` exists and ``overwrite`` is false (checked first).
-        DatasetError: no studies, or a study that is not one CT and one MR.
+        DatasetError: no studies, a study that is not one CT and one MR, or one whose
+            pairing fails its plausibility check (:mod:`trainer.data.pair_check`:
+            unrelated scans, no overlap, mostly constant slices), now or when
+            ``medstyle pair`` made it.
         ConfigError: ``size`` is not a power of two in 4..512.
         MedstyleError: a scan cannot be read or registered (names the file).
     """
@@ -156,12 +159,29 @@ def _add_study(
     the registration (``None`` when the scans' own coordinates were used)."""
     from trainer.data.register import prepare_pair
 
+    recorded = study.manifest.get("pairing_check")
+    if isinstance(recorded, dict) and recorded.get("passed") is False:
+        raise DatasetError(
+            f"study {study.patient_id} failed its pairing check when it was paired "
+            f"({'; '.join(map(str, recorded.get('failures') or []))}) and is marked not "
+            "aligned; pair its scans again or leave it out",
+            study.folder,
+        )
     ct = _read_scan(study, "CT")
     mr = _read_scan(study, "MR")
     sex = study.sex or ct.sex or mr.sex
     registered = register and not study.aligned
-    pair = prepare_pair(ct, mr, size=size, register=registered, n4=n4)
+    # A manifest may pair scans that name different patients on purpose: its word wins.
+    pair = prepare_pair(
+        ct, mr, size=size, register=registered, n4=n4, compare_patients=not study.manifest
+    )
     del ct, mr  # only the paired volumes stay in memory
+    if not pair.check.passed:
+        raise DatasetError(
+            f"study {study.patient_id}: its CT and MR do not make a plausible pair "
+            f"({'; '.join(pair.check.failures)}); fix the scans or leave the study out",
+            study.folder,
+        )
     rows = writer.add_patient(study.patient_id, sex, pair.mr, pair.ct)
     registration = pair.registration
     record = {
@@ -169,6 +189,7 @@ def _add_study(
         "sex": sex,
         "registered": registered,
         "registration": registration.to_dict() if registration is not None else None,
+        "pairing_check": pair.check.to_dict(),
         "n4": pair.n4_applied,
         "slices": {"MR": int(pair.mr.num_slices), "CT": int(pair.ct.num_slices)},
         "first_row": rows,

@@ -9,7 +9,8 @@ This module does the same with SimpleITK:
   applied at full resolution, mean level inside the body kept.
 - :func:`register_rigid`: Euler 3-D transform, Mattes mutual information (works
   across modalities), multi-resolution gradient descent.
-- :func:`prepare_pair`: both, then CT onto the MR grid, then both onto N x N.
+- :func:`prepare_pair`: both, then CT onto the MR grid, then both onto N x N, and
+  a check that the result is a plausible pair (:mod:`trainer.data.pair_check`).
 
 Resampling itself lives in :mod:`trainer.data.resample` (re-exported here).
 """
@@ -17,6 +18,7 @@ Resampling itself lives in :mod:`trainer.data.resample` (re-exported here).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +26,14 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from trainer.data.pair_check import PairingCheck, check_pairing
 from trainer.data.resample import check_matrix_size, resample_to, resample_to_matrix
 from trainer.data.volume import Volume
 from trainer.errors import ConfigError, InvalidScanError, RegistrationError
 
 __all__ = [
     "PairedStudy",
+    "PairingCheck",
     "RigidRegistration",
     "n4_correct",
     "prepare_pair",
@@ -49,6 +53,18 @@ SMOOTHING_SIGMAS_VOXELS = (2.0, 1.0, 0.0)
 #: Random samples of the fixed scan per level for the mutual information: enough
 #: for a 50-bin joint histogram, few enough to keep a level to about a second.
 METRIC_SAMPLES = 50_000
+
+#: N4 fits its bias field on a shrunk copy: each axis keeps at least this many voxels
+#: (an axis shrunk to one voxel gives ITK a zero-length B-spline lattice and a
+#: "Zero-valued spacing" error; a 32 px, 8-slice phantom did that).
+N4_MIN_SHRUNK_VOXELS = 8
+
+#: N4 needs a 3-D neighbourhood: below this many voxels along an axis (one slice)
+#: or this many in all, it is skipped, with a warning.
+N4_MIN_AXIS_VOXELS = 2
+N4_MIN_VOXELS = 1000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,12 +136,14 @@ class PairedStudy:
         registration: how the CT was moved onto the MR, ``None`` when the scans'
             own coordinates were used.
         n4_applied: whether the MR was N4 bias-corrected.
+        check: whether the pair is plausible (:mod:`trainer.data.pair_check`).
     """
 
     ct: Volume
     mr: Volume
     registration: RigidRegistration | None
     n4_applied: bool
+    check: PairingCheck
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary of how the pair was made."""
@@ -157,11 +175,16 @@ def n4_correct(mr: Volume, *, shrink: int = 4) -> Volume:
         The corrected volume (same grid), ``meta["n4"]`` describing what was done.
 
     Raises:
-        InvalidScanError: the volume has no body to correct (empty Otsu mask).
+        InvalidScanError: the volume has no body to correct (empty Otsu mask) or is
+            too small for N4 (:func:`n4_unsuitable` says why).
+        RegistrationError: ITK's N4 failed (the message names the MR).
         ConfigError: ``shrink`` below 1.
     """
     if isinstance(shrink, bool) or not isinstance(shrink, int) or shrink < 1:
         raise ConfigError(f"N4 shrink factor must be a whole number >= 1, got {shrink!r}")
+    unsuitable = n4_unsuitable(mr)
+    if unsuitable:
+        raise InvalidScanError(f"N4 bias correction cannot run: {unsuitable}", mr.source or None)
     image = mr.to_sitk()
     # Otsu splits body from background; N4 takes logs, so only positive voxels count.
     mask = sitk.OtsuThreshold(image, 0, 1, 200) & sitk.Cast(image > 0, sitk.sitkUInt8)
@@ -174,8 +197,15 @@ def n4_correct(mr: Volume, *, shrink: int = 4) -> Volume:
     small_mask = sitk.Shrink(mask, factors)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
     corrector.SetMaximumNumberOfIterations([50, 50, 50, 50])
-    corrector.Execute(small_image, small_mask)
-    log_bias = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(image))
+    try:
+        corrector.Execute(small_image, small_mask)
+        log_bias = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(image))
+    except RuntimeError as err:  # ITK's text is for its developers: say what failed
+        raise RegistrationError(
+            f"N4 bias correction failed on this {mr.shape} voxel (z, y, x) MR "
+            f"(ITK: {_last_line(err)}); pass --no-n4 to skip it",
+            mr.source or None,
+        ) from err
 
     corrected = mr.array / np.exp(log_bias)
     # The bias field's overall scale is arbitrary: restore the mean level in the body.
@@ -193,15 +223,28 @@ def n4_correct(mr: Volume, *, shrink: int = 4) -> Volume:
     )
 
 
+def n4_unsuitable(mr: Volume) -> str | None:
+    """Why N4 cannot correct ``mr`` (too few voxels for a 3-D bias field), or ``None``."""
+    if min(mr.shape) < N4_MIN_AXIS_VOXELS:
+        return f"the MR has {mr.shape} voxels (z, y, x); N4 needs {N4_MIN_AXIS_VOXELS} along each"
+    if mr.array.size < N4_MIN_VOXELS:
+        return f"the MR has only {mr.array.size} voxels; N4 needs {N4_MIN_VOXELS}"
+    return None
+
+
 def _shrink_factors(volume: Volume, shrink: int) -> list[int]:
     """Shrink factors ``(x, y, z)``: ``shrink`` in-plane; along z only while the
     shrunk z voxel stays no longer than the shrunk in-plane pixel (thick MR slices
-    are not shrunk at all)."""
+    are not shrunk at all); and on every axis no more than leaves
+    :data:`N4_MIN_SHRUNK_VOXELS` voxels (a short axis is not shrunk)."""
     sz, sy, sx = volume.spacing_mm
     nz, ny, nx = volume.shape
     in_plane_mm = shrink * min(sx, sy)
     fz = max(1, int(in_plane_mm // sz))
-    return [min(shrink, nx), min(shrink, ny), min(fz, nz)]
+    return [
+        max(1, min(factor, n // N4_MIN_SHRUNK_VOXELS))
+        for factor, n in ((shrink, nx), (shrink, ny), (fz, nz))
+    ]
 
 
 # -- registration ---------------------------------------------------------------------
@@ -365,6 +408,7 @@ def prepare_pair(
     size: int = 256,
     register: bool = True,
     n4: bool = True,
+    compare_patients: bool = True,
 ) -> PairedStudy:
     """Make one paired study: N4 on the MR, the CT registered and resampled onto the
     MR's slices, then both onto the ``size`` x ``size`` model matrix.
@@ -375,11 +419,17 @@ def prepare_pair(
         size: model matrix, a power of two from 4 to 512.
         register: register the CT to the MR; ``False`` trusts the scans' own
             coordinates (same frame of reference).
-        n4: N4 bias-correct the MR first.
+        n4: N4 bias-correct the MR first (skipped, with a warning, for an MR too
+            small for it: ``n4_applied`` then says false).
+        compare_patients: fail the check when the scans name different patients or
+            sexes (off where a manifest has paired them on purpose).
 
     Returns:
         A :class:`PairedStudy` whose ``ct`` and ``mr`` have the same shape
-        ``[z, size, size]``, spacing, origin and direction (the MR's slices).
+        ``[z, size, size]``, spacing, origin and direction (the MR's slices), and
+        whose ``check`` says whether the pair is plausible (also in both volumes'
+        ``meta["pairing_check"]``). A failed check is not an error here: the
+        caller decides (``medstyle pair`` refuses it unless forced).
 
     Raises:
         ConfigError: bad ``size``.
@@ -389,15 +439,24 @@ def prepare_pair(
     check_matrix_size(size)  # before the slow steps
     ct = _as_modality(ct, "CT")
     mr = _as_modality(mr, "MR")
+    unsuitable = n4_unsuitable(mr) if n4 else None
+    if unsuitable:
+        log.warning("%s: N4 bias correction skipped: %s", mr.source or "MR", unsuitable)
+        n4 = False
     if n4:
         mr = n4_correct(mr)
     registration = register_rigid(mr, ct) if register else None
-    ct_on_mr = resample_to(ct, mr, registration.transform if registration else None)
+    transform = registration.transform if registration else None
+    paired_ct = resample_to_matrix(resample_to(ct, mr, transform), size)
+    paired_mr = resample_to_matrix(mr, size)
+    mattes_mi = registration.final_metric if registration else None
+    check = check_pairing(
+        ct, mr, paired_ct, paired_mr, transform, mattes_mi, compare_patients=compare_patients
+    )
+    for volume in (paired_ct, paired_mr):  # so a slot made from either carries the verdict
+        volume.meta = {**volume.meta, "pairing_check": check.to_dict()}
     return PairedStudy(
-        ct=resample_to_matrix(ct_on_mr, size),
-        mr=resample_to_matrix(mr, size),
-        registration=registration,
-        n4_applied=n4,
+        ct=paired_ct, mr=paired_mr, registration=registration, n4_applied=n4, check=check
     )
 
 

@@ -447,11 +447,13 @@ def test_slice_dataset_rejects_unknown_choices(built: Path) -> None:
 # -- real scans -------------------------------------------------------------------------
 
 
-def test_real_dicom_ct_and_nifti_mr_make_a_study(
+def test_real_ct_and_mr_of_two_people_are_refused(
     real_ct_dicom: Path, real_t2_nifti: Path, tmp_path: Path
 ) -> None:
     """A folder holding a real DICOM CT series folder and a real T2 NIfTI (no manifest,
-    no sidecar: the modality comes from the DICOM tag and from intensities)."""
+    no sidecar: the modality comes from the DICOM tag and from intensities). They are
+    an abdomen and another person's pelvis, a metre apart: without registration the CT
+    on the MR's slices is all air, which a dataset must not learn from."""
     study = tmp_path / "real" / "case1"
     study.mkdir(parents=True)
     (study / "ct").symlink_to(real_ct_dicom, target_is_directory=True)
@@ -459,10 +461,47 @@ def test_real_dicom_ct_and_nifti_mr_make_a_study(
     (found,) = find_studies([tmp_path / "real"])
     assert (found.ct.name, found.mr.name) == ("ct", "t2.nii.gz")
 
-    out = build_dataset(
-        [tmp_path / "real"], tmp_path / "r.h5", size=SIZE, register=False, n4=False, progress=False
+    out = tmp_path / "r.h5"
+    with pytest.raises(DatasetError) as err:
+        build_dataset([tmp_path / "real"], out, size=SIZE, register=False, n4=False, progress=False)
+    message = str(err.value)
+    assert message.startswith(f"{study}: study case1: its CT and MR do not make a plausible pair")
+    assert "19 of 19 CT slices are one constant value" in message and "\n" not in message
+    assert not out.exists()
+
+
+def test_a_32_px_phantom_cohort_builds_with_n4(tmp_path: Path) -> None:
+    """``medstyle phantom --size 32 --slices 8`` then ``dataset build``: N4 used to stop
+    on ITK's "Zero-valued spacing" (the 8 slices shrunk to one)."""
+    from trainer.data.phantom import CohortOptions, write_cohort
+
+    options = CohortOptions(patients=1, seed=0, size=32, slices=8)
+    cohort = write_cohort(tmp_path / "cohort", options, workers=1, progress=False)
+    out = build_dataset([cohort], tmp_path / "d.h5", size=SIZE, n4=True, progress=False)
+    with h5py.File(out) as f:
+        (source,) = json.loads(f.attrs["sources"])
+    assert source["n4"] is True and source["pairing_check"]["passed"] is True
+    assert dataset_info(out)["slices"] == 16
+
+
+def test_study_with_constant_ct_slices_is_refused(tmp_path: Path) -> None:
+    folder = write_study(tmp_path / "s" / "blank", "P1", "F")
+    ct, _ = phantom_arrays(6, 24)
+    write_scan(np.full_like(ct, -1024.0), folder / "ct.nii.gz")
+    with pytest.raises(DatasetError, match=r"study P1: .*6 of 6 CT slices are one constant value"):
+        build_dataset([folder], tmp_path / "d.h5", size=SIZE, n4=False, progress=False)
+
+
+def test_study_whose_pairing_failed_is_refused(tmp_path: Path) -> None:
+    """A study kept with ``medstyle pair --force`` records its failed check."""
+    folder = write_study(tmp_path / "s" / "forced", "P1", "F")
+    manifest = json.loads((folder / "study.json").read_text())
+    failed = {"passed": False, "failures": ["Mattes MI -0.070 is above -0.15"]}
+    manifest |= {"aligned": False, "pairing_check": failed}
+    (folder / "study.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError) as err:
+        build_dataset([folder], tmp_path / "d.h5", size=SIZE, n4=False, progress=False)
+    assert str(err.value) == (
+        f"{folder}: study P1 failed its pairing check when it was paired (Mattes MI -0.070 "
+        "is above -0.15) and is marked not aligned; pair its scans again or leave it out"
     )
-    info = dataset_info(out)
-    assert info["by_modality"] == {"CT": 19, "MR": 19}  # the CT put on the MR's 19 slices
-    mr = read_dataset_volume(out, f"{found.patient_id}/MR")
-    assert mr.array.min() >= -1.0 and mr.array.max() > 100.0  # MR units, not [-1, 1]

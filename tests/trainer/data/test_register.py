@@ -7,6 +7,7 @@ synthetic pelvis with CT and MR values on different grids.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -16,6 +17,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from trainer.data.pair_check import MAX_MATTES_MI, check_pairing
 from trainer.data.register import (
     PairedStudy,
     RigidRegistration,
@@ -248,6 +250,44 @@ def test_n4_refuses_an_empty_scan() -> None:
         n4_correct(empty)
 
 
+def test_n4_corrects_a_small_thin_mr() -> None:
+    """The grid of ``medstyle phantom --size 32 --slices 8``: 14.4 mm pixels, 3 mm
+    slices. Shrinking z as far as the pixels are wide left one slice, and ITK refused
+    with "Zero-valued spacing"; now every axis keeps enough voxels."""
+    mr = pelvis_phantom((8, 32, 32), (3.0, 14.375, 14.375), "MR")
+    corrected = n4_correct(mr)
+    assert corrected.meta["n4"]["shrink_xyz"] == [4, 4, 1]
+    body = mr.array > 100
+    assert np.isfinite(corrected.array).all()
+    assert corrected.array[body].mean() == pytest.approx(mr.array[body].mean(), rel=0.01)
+
+
+def test_n4_too_small_mr_is_skipped_with_a_warning(caplog) -> None:
+    ct = pelvis_phantom((1, 32, 32), (3.0, 14.375, 14.375), "CT")
+    mr = pelvis_phantom((1, 32, 32), (3.0, 14.375, 14.375), "MR")
+    mr.source = "one_slice.nii.gz"
+    with pytest.raises(InvalidScanError, match=r"one_slice\.nii\.gz: N4 .*needs 2 along each"):
+        n4_correct(mr)
+    pair = prepare_pair(ct, mr, size=32, register=False, n4=True)
+    assert not pair.n4_applied and pair.to_dict()["n4_applied"] is False
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("one_slice.nii.gz: N4 bias correction skipped")
+
+
+def test_an_itk_failure_in_n4_is_one_plain_line(monkeypatch) -> None:
+    """Whatever ITK still refuses comes out as a RegistrationError naming the MR."""
+    import trainer.data.register as register
+
+    mr = pelvis_phantom((8, 32, 32), (3.0, 14.375, 14.375), "MR")
+    mr.source = "thin_t2.nii.gz"
+    monkeypatch.setattr(register, "_shrink_factors", lambda volume, shrink: [4, 4, 8])
+    with pytest.raises(RegistrationError) as err:
+        n4_correct(mr)
+    message = str(err.value)
+    assert message.startswith("thin_t2.nii.gz: N4 bias correction failed") and "\n" not in message
+    assert "--no-n4" in message
+
+
 def test_bad_options_are_config_errors(make_volume) -> None:
     mr = make_volume(modality="MR")
     with pytest.raises(ConfigError, match="shrink"):
@@ -395,3 +435,73 @@ def test_prepare_pair_checks_before_the_slow_work(small_pair) -> None:
         prepare_pair(ct, mr, size=300)
     with pytest.raises(InvalidScanError, match="given as the CT"):
         prepare_pair(mr, mr, size=16)
+
+
+# -- is the pair plausible? -------------------------------------------------------------
+
+
+def test_a_good_pair_passes_the_check_and_carries_it(small_pair) -> None:
+    ct, mr, _ = small_pair
+    pair = prepare_pair(ct, mr, size=32, n4=False)
+    check = pair.check
+    assert check.passed, check.describe()
+    assert check.mattes_mi is not None and check.mattes_mi < -0.5
+    assert check.body_overlap > 0.9 and check.centre_offset < 0.3
+    assert check.constant_slices == {"CT": 0, "MR": 0}
+    # both paired volumes carry the verdict (a GUI slot made from either has it)
+    assert pair.ct.meta["pairing_check"] == pair.mr.meta["pairing_check"] == check.to_dict()
+    assert check.describe().startswith("passed (Mattes MI")
+
+
+def test_scans_that_do_not_overlap_fail_the_check(small_pair) -> None:
+    """``--no-register`` on scans a metre apart: the CT on the MR's grid is all air."""
+    ct, mr, _ = small_pair
+    far = dataclasses.replace(ct, origin_lps_mm=(0.0, 0.0, 1000.0))
+    check = prepare_pair(far, mr, size=16, register=False, n4=False).check
+    assert not check.passed
+    assert check.body_overlap == 0.0 and check.centre_offset > 1.0
+    assert check.constant_slices["CT"] == mr.num_slices
+    text = "; ".join(check.failures)
+    assert "lands outside the CT" in text and "only 0% of the MR's body" in text
+    assert f"{mr.num_slices} of {mr.num_slices} CT slices are one constant value" in text
+
+
+def test_a_real_ct_on_another_patients_real_mr_fails_the_check(
+    real_ct_dicom, real_t2_nifti
+) -> None:
+    """The abdomen CT registered onto the pelvic T2 of another person "converges"; the
+    check says no (both on a 64 px matrix first so the test stays quick)."""
+    from trainer.data.read import read_volume
+
+    ct = resample_to_matrix(read_volume(real_ct_dicom), 64)
+    mr = resample_to_matrix(read_volume(real_t2_nifti, modality="MR"), 64)
+    pair = prepare_pair(ct, mr, size=32, n4=False)
+    check = pair.check
+    assert not check.passed
+    assert check.body_overlap < 0.6 and check.mattes_mi > -0.3
+    assert "of the MR's body has CT body under it" in "; ".join(check.failures)
+
+
+def test_scans_naming_two_patients_fail_unless_told_otherwise(small_pair) -> None:
+    ct, mr, _ = small_pair
+    ct = dataclasses.replace(ct, patient_id="P0001", sex="F")
+    mr = dataclasses.replace(mr, patient_id="P0002", sex="F")
+    check = prepare_pair(ct, mr, size=16, register=False, n4=False).check
+    assert check.failures == ("the CT and the MR name different patients ('P0001', 'P0002')",)
+    kept = prepare_pair(ct, mr, size=16, register=False, n4=False, compare_patients=False)
+    assert kept.check.passed
+    mr = dataclasses.replace(mr, patient_id="P0001", sex="M")
+    check = prepare_pair(ct, mr, size=16, register=False, n4=False).check
+    assert check.failures == ("the CT says sex F, the MR M",)
+
+
+def test_mutual_information_near_zero_fails(small_pair) -> None:
+    """The final metric of unrelated scans (-0.07 for the real abdomen CT on a pelvic
+    MR at full resolution) fails on its own."""
+    ct, mr, _ = small_pair
+    pair = prepare_pair(ct, mr, size=16, register=False, n4=False)
+    check = check_pairing(ct, mr, pair.ct, pair.mr, None, mattes_mi=-0.07)
+    assert check.failures == (
+        f"Mattes MI -0.070 is above {MAX_MATTES_MI}: the scans share almost no structure",
+    )
+    assert check_pairing(ct, mr, pair.ct, pair.mr, None, mattes_mi=-0.5).passed
