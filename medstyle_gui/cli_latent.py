@@ -101,12 +101,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     for modality, measure in (("CT", "MAE HU"), ("MR", "RMSE")):
         rows = modalities == modality
         if rows.any():
+            body_enc, body_ref = result.error_encoder_body[rows], result.error_refined_body[rows]
+            inside = (  # a slice without a body has no body error (NaN)
+                f"inside the body {np.nanmedian(body_enc):.3g} -> {np.nanmedian(body_ref):.3g}"
+                if np.isfinite(body_enc).any()
+                else "no slice shows a body"
+            )
             print(
                 f"  {modality} ({rows.sum()} slices) median {measure}: encoder "
                 f"{np.median(result.error_encoder[rows]):.3g} -> refined "
-                f"{np.median(result.error_refined[rows]):.3g}; inside the body "
-                f"{np.nanmedian(result.error_encoder_body[rows]):.3g} -> "
-                f"{np.nanmedian(result.error_refined_body[rows]):.3g}"
+                f"{np.median(result.error_refined[rows]):.3g}; {inside}"
             )
     _say_misread(model, result.w, slices.modalities)
     print(f"wrote {args.out}")
@@ -176,9 +180,14 @@ def _cmd_session(args: argparse.Namespace) -> int:
 def _cmd_directions_fit(args: argparse.Namespace) -> int:
     from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS
     from medstyle_gui.core.latents import check_latents_model, read_latents
+    from trainer.bundle import MANIFEST
     from trainer.directions import fit_directions, load_directions, save_directions
+    from trainer.files import ensure_can_write
 
     model = _load(args)
+    # the directions go into the bundle: a read-only one (an installed demo) fails here,
+    # not after the fitting
+    ensure_can_write(Path(args.model) / MANIFEST, overwrite=True)
     latents = read_latents(args.latents)
     check_latents_model(latents, model, args.latents)
     if load_directions(args.model) and not args.overwrite:
@@ -428,8 +437,15 @@ def add_latent_commands(sub, parser_class) -> None:
     _refine_options(p)
     p.add_argument("--batch", type=int, default=16, help="slices refined together (16)")
     p.add_argument("--slices", metavar="A:B", help="only these rows: a:b, a:b:step or i,j,k")
-    p.add_argument("--series", metavar="UID", help="which DICOM series of a folder")
-    p.add_argument("--modality", choices=("CT", "MR"), help="modality of a NIfTI/MHA/NRRD scan")
+    p.add_argument(
+        "--series", metavar="UID|N", help="which DICOM series of a folder: UID, or N as listed [N]"
+    )
+    p.add_argument(  # ct or CT, as users type it
+        "--modality",
+        type=str.upper,
+        choices=("CT", "MR"),
+        help="modality of a NIfTI/MHA/NRRD scan",
+    )
     p.add_argument(
         "--bf16", action="store_true", help="refine in bfloat16 (faster on CPUs/GPUs with bf16)"
     )
@@ -479,21 +495,37 @@ def add_latent_commands(sub, parser_class) -> None:
     ls.set_defaults(func=_cmd_directions_list)
 
     p = sub.add_parser("evaluate", help="re-run the paper's experiments: report.md, CSV, PNG")
-    p.add_argument("experiment", choices=EXPERIMENTS)
+    p.add_argument("experiment", choices=EXPERIMENTS, help="one experiment, or all four")
     _model_options(p)
-    p.add_argument("--data", type=Path, help="DATA.h5 at the model's size, or a phantom folder")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="DATA.h5 at the model's size, or a phantom folder (default with --latents: "
+        "the dataset they were embedded from, if it is still there)",
+    )
     p.add_argument("--latents", type=Path, help="embedded slices to use (skips embedding)")
     p.add_argument("--out", type=Path, required=True, help="report folder to create")
-    p.add_argument("--quick", action="store_true", help="a small subset (smoke check)")
+    p.add_argument("--quick", action="store_true", help="= --sizes quick (a smoke check)")
+    # the numbers of medstyle_gui.core.evaluate.run's FULL, MEDIUM and QUICK (a test keeps
+    # them equal; importing that module here would slow every 'medstyle --help')
     p.add_argument(
         "--sizes",
         choices=("quick", "medium", "full"),
-        help="how many slices, alphas, volumes: full (the paper's, default), medium "
-        "(a tenth: tens of minutes on a CPU) or quick (= --quick)",
+        help="full (default; the paper's sizes: 1000 slices, 31 alphas, every volume x 51 "
+        "central slices, 1000 points x 512 tangents), medium (100 slices, 31 alphas, 6 "
+        "volumes x 31 central slices, 100 points x 64 tangents: tens of minutes on a CPU) "
+        "or quick (12 slices, 7 alphas, 2 volumes x 9 central slices, 16 points x 16 "
+        "tangents: a smoke check)",
     )
     p.add_argument("--seed", type=int, default=0, help="which slices are drawn (0)")
-    p.add_argument("--refine-steps", type=int, help="refinement steps when embedding")
-    _refine_lr_option(p)
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        metavar="N",
+        help="refinement steps when embedding here (default: 350, the paper's, with --sizes "
+        "full; 100 with medium or quick)",
+    )
+    _refine_lr_option(p, "the rate the model's directions were fitted with, else the paper's")
     p.add_argument("--bf16", action="store_true", help="refine in bfloat16 when embedding")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -505,8 +537,11 @@ def add_latent_commands(sub, parser_class) -> None:
     p.add_argument(
         "--from", dest="from_latent", metavar="LATENTS.h5:ROW", help="start from an embedded slice"
     )
-    p.add_argument("--modality", choices=("CT", "MR"), help="move the start to this modality")
-    p.add_argument("--sex", choices=("F", "M"), help="move the start to this sex")
+    # ct or CT, f or F: as users type them
+    p.add_argument(
+        "--modality", type=str.upper, choices=("CT", "MR"), help="move the start to this modality"
+    )
+    p.add_argument("--sex", type=str.upper, choices=("F", "M"), help="move the start to this sex")
     p.add_argument("--slices", type=int, required=True, help="number of slices")
     p.add_argument("--truncation", type=float, default=0.7, help="psi of a random start (0.7)")
     p.add_argument("--pixel-mm", type=float, help="pixel size (default: the training data's)")

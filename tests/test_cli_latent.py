@@ -197,7 +197,7 @@ def test_generate_writes_a_marked_synthetic_volume(tiny_bundle: Path, tmp_path, 
     assert code == 0, err
     volume = read_volume(out)
     assert volume.shape == (12, 32, 32) and volume.modality == "CT"
-    side = json.loads(out.with_name("syn.json").read_text())
+    side = json.loads(out.with_name("syn.nii.gz.json").read_text())
     prov = side["provenance"]
     assert prov["synthetic"] is True and len(prov["model_sha256"]) == 64
     assert prov["recipe"]["start"]["seed"] == 3 and prov["recipe"]["walk"]["slices"] == 12
@@ -290,3 +290,55 @@ def test_evaluate_sizes_and_quick_must_agree(tiny_bundle, gan_data, tmp_path, ca
     args = ["evaluate", "all", "--model", tiny_bundle, "--data", gan_data, "--out", tmp_path / "r"]
     code, _, err = run(capsys, *args, "--quick", "--sizes", "full")
     assert code == 1 and "contradict" in err and not (tmp_path / "r").exists()
+
+
+def test_evaluate_help_states_the_sizes_and_defaults_it_uses(capsys) -> None:
+    """Each --sizes name's numbers and the refinement defaults in ``evaluate --help`` are
+    the ones evaluate runs with."""
+    import re
+
+    from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS
+    from medstyle_gui.core.evaluate import SIZES
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, s in SIZES.items():
+        found = re.search(
+            rf"{name} \((?:default; the paper's sizes: )?(\d+) slices, (\d+) alphas, "
+            rf"(every|\d+) volumes? x (\d+) central slices, (\d+) points x (\d+) tangents",
+            text,
+        )
+        assert found, name
+        volumes = "every" if s.slice_volumes is None else str(s.slice_volumes)
+        assert s.modality_n == s.mixing_n  # the help names one slice count for both
+        assert found.groups() == (
+            str(s.modality_n), str(s.alpha_steps), volumes, str(s.slice_central),
+            str(s.curvature_points), str(s.curvature_tangents),
+        ), name  # fmt: skip
+    assert "full (default;" in text and SIZES["full"].refine_steps == REFINE_STEPS
+    steps = re.search(r"--refine-steps N .*?\(default: (\d+), the paper's, with --sizes full; "
+                      r"(\d+) with medium or quick\)", text)  # fmt: skip
+    assert steps and int(steps[1]) == SIZES["full"].refine_steps
+    assert int(steps[2]) == SIZES["medium"].refine_steps == SIZES["quick"].refine_steps
+    assert f"the model's directions were fitted with, else the paper's {REFINE_LR:g}" in text
+
+
+def test_embed_of_slices_without_a_body_says_so_instead_of_nan(tiny_bundle, tmp_path, capsys):
+    """A CT of air alone has no body to measure inside: the summary says that, with no
+    NaN and no numpy warning about all-NaN medians."""
+    import warnings
+
+    import SimpleITK as sitk
+
+    air = np.random.default_rng(0).integers(-1024, -1000, (3, 32, 32)).astype(np.int16)
+    scan = tmp_path / "air.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(air), str(scan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        code, text, err = run(
+            capsys, "embed", scan, "--model", tiny_bundle, "--out", tmp_path / "l.h5",
+            "--modality", "CT", "--refine-steps", "0", "--quiet",
+        )  # fmt: skip
+    assert code == 0, err
+    assert "no slice shows a body" in text and "nan" not in text

@@ -14,7 +14,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,9 +39,9 @@ RESUME_OVERRIDES = (
 _FIELDS: list[tuple[str, Any, str]] = [
     ("--data", str, "HDF5 slice dataset (medstyle dataset build)"),
     ("--out", str, "run folder to create (or, with --resume, to continue)"),
-    ("--modality", str, "train on CT or MR slices only (default both)"),
-    ("--resolution", int, "final resolution in px (default: the dataset's)"),
-    ("--start-resolution", int, "progressive growing starts here (default 8)"),
+    ("--modality", str.upper, "train on CT or MR slices only (default both)"),
+    ("--resolution", int, "final resolution in px: 32, 64, ... 512 (default: the dataset's)"),
+    ("--start-resolution", int, "progressive growing starts here: 4, 8, ... (default 8)"),
     ("--kimg", float, "thousands of real images to show in all (default 12000)"),
     ("--fade-kimg", float, "kimg per fade-in phase (default 600)"),
     ("--stabilise-kimg", float, "kimg per stabilise phase (default 600)"),
@@ -98,9 +98,30 @@ def resolve_config(args: argparse.Namespace):
     config of the run, where only :data:`RESUME_OVERRIDES` may change."""
     from trainer.loops.gan_config import GANTrainConfig
 
-    return _resolve_run_config(
+    cfg = _resolve_run_config(
         GANTrainConfig, _overrides(args), args, RESUME_OVERRIDES, derived=("network_config",)
     )
+    return _keep_saved_network(cfg) if args.resume else cfg
+
+
+def _keep_saved_network(cfg: Any) -> Any:
+    """A resumed GAN run trains the network it started with, also where its preset has
+    changed since (the "paper" preset once had half the paper's feature maps): fields of
+    the run's saved ``network_config`` that the preset now sets otherwise become
+    ``network_overrides``."""
+    import dataclasses
+
+    from trainer.loops.gan import network_config
+    from trainer.loops.gan_config import read_config_file
+
+    saved = read_config_file(Path(cfg.out) / "config.json").get("network_config")
+    if not isinstance(saved, dict) or "img_resolution" not in saved:
+        return cfg  # the checkpoint's own check names a mismatch
+    now = network_config(cfg, int(saved["img_resolution"])).to_dict()
+    kept = {k: v for k, v in saved.items() if k in now and now[k] != v}
+    if not kept:
+        return cfg
+    return dataclasses.replace(cfg, network_overrides={**cfg.network_overrides, **kept})
 
 
 def _resolve_run_config(
@@ -127,12 +148,14 @@ def _resolve_run_config(
             and (not out.is_dir() or any(out.iterdir()))
         ):
             raise ConfigError("already holds a run (pass --resume to continue it)", out)
+        _check_run_folder_writable(out)
         return cfg
     if "out" not in overrides:
         raise ConfigError("--resume needs --out RUN_DIR")
     saved_file = Path(overrides["out"]) / "config.json"
     if not saved_file.exists():
         raise ConfigError("has no config.json: not a run folder to resume", overrides["out"])
+    _check_run_folder_writable(Path(overrides["out"]))
     saved = read_config_file(saved_file)
     for key in derived:
         saved.pop(key, None)
@@ -150,6 +173,17 @@ def _resolve_run_config(
             )
     saved["out"] = overrides["out"]
     return cls.from_dict(saved, saved_file).validate()
+
+
+def _check_run_folder_writable(out: Path) -> None:
+    """Before training starts: a run folder that exists must take new files (its
+    ``config.json`` is rewritten); one to create, the nearest folder above it."""
+    from trainer.files import ensure_can_write
+
+    if out.is_dir():
+        ensure_can_write(out / "config.json", overwrite=True)
+    else:
+        ensure_can_write(out, overwrite=False, make_parents=True)
 
 
 def train_gan_argv(args: argparse.Namespace) -> list[str]:
@@ -186,9 +220,15 @@ def torchrun_command(gpus: int, train_argv: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def _train_here(train: Any, cfg: Any, args: argparse.Namespace) -> int:
+def _train_here(
+    train: Any,
+    cfg: Any,
+    args: argparse.Namespace,
+    note: Callable[[Path], str | None] | None = None,
+) -> int:
     """Run a training loop (``train_gan`` / ``train_encoder``) in this process, stopping
-    cleanly on SIGTERM; rank 0 says where the run is."""
+    cleanly on SIGTERM; rank 0 says where the run is, and ``note(run folder)``'s line
+    about a run that ended, if it has one."""
     from trainer.distributed import env_world_size
 
     with StopOnTerm() as stop:
@@ -198,7 +238,46 @@ def _train_here(train: Any, cfg: Any, args: argparse.Namespace) -> int:
             print(f"stopped: {out} saved where it was (continue with --resume)")
         else:
             print(f"wrote {out}")
+            text = note(Path(out)) if note is not None else None
+            if text:
+                print(f"note: {text}")
     return 0
+
+
+def ended_early_note(out: Path) -> str | None:
+    """A line for a GAN run in ``out`` whose ``--kimg`` ended it before its final
+    resolution was fully faded in (None otherwise): such a run never took a snapshot
+    that counts as its result, so it has no ``bundle/``; the line says where it ended,
+    how to pack what it has and how to train on. Reads the run's ``config.json`` and the
+    last ``images_seen`` of its ``log.jsonl``."""
+    import json
+
+    from trainer.loops.gan_config import GANTrainConfig, read_config_file
+
+    try:
+        saved = read_config_file(out / "config.json")
+        final = int(saved.pop("network_config")["img_resolution"])
+        cfg = GANTrainConfig.from_dict(saved)
+        lines = (out / "log.jsonl").read_text().splitlines()
+        images_seen = max(int(json.loads(line).get("images_seen", 0)) for line in lines)
+    except (MedstyleError, OSError, KeyError, TypeError, ValueError):
+        return None  # not a run this can read: say nothing rather than guess
+    phase = cfg.phase_at(max(images_seen - 1, 0), final)  # the phase of the last step
+    if phase.resolution == final and phase.alpha >= 1.0:
+        return None
+    # the schedule: the first resolution stabilises, each later one fades in, stabilises
+    faded_in_kimg = (len(cfg.resolutions(final)) - 1) * (cfg.fade_kimg + cfg.stabilise_kimg)
+    where = f"{phase.resolution} px" + (
+        f" (fading in, alpha {phase.alpha:.2f})" if phase.alpha < 1.0 else ""
+    )
+    untrained = f" (its layers above {phase.resolution} px untrained)"
+    return (
+        f"--kimg {cfg.kimg:g} ended the run at {where}, before its final {final} px was "
+        f"fully faded in (at {faded_in_kimg:g} kimg), so it wrote no bundle/: pack it with "
+        f"'medstyle train bundle {out / 'checkpoints' / 'latest.pt'} --out BUNDLE'"
+        f"{untrained if phase.resolution < final else ''}, or train on with "
+        f"'medstyle train gan --out {out} --resume --kimg K' (K above {faded_in_kimg:g})"
+    )
 
 
 def run_train_gan(args: argparse.Namespace) -> int:
@@ -220,7 +299,7 @@ def run_train_gan(args: argparse.Namespace) -> int:
         if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()}")
         return subprocess.call(torchrun_command(args.gpus, ["train", "gan", *train_gan_argv(args)]))
-    return _train_here(train_gan, cfg, args)
+    return _train_here(train_gan, cfg, args, note=ended_early_note)
 
 
 # -- train encoder ----------------------------------------------------------------------

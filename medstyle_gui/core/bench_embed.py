@@ -13,16 +13,9 @@ import torch
 
 from medstyle_gui.core.embed import embed_images
 from medstyle_gui.core.model import Model
+from trainer.bench import cpu_has_bf16
 
 PRECISIONS = ("float32", "bf16")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic units (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # an older torch without the probes
-        return False
 
 
 def bench_embed(

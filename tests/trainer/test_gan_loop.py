@@ -234,6 +234,31 @@ def test_cli_refuses_to_overwrite_a_run_or_change_it_on_resume(
     assert "--lr differs" in err and len(err.strip().splitlines()) == 1
 
 
+def test_resume_keeps_the_network_a_run_started_with_when_its_preset_changes(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started before its preset changed (as "paper" once had half the paper's
+    feature maps) resumes with the network in its checkpoint, not the preset's new one."""
+    import dataclasses
+    import shutil
+
+    from trainer.checkpoint import load_checkpoint
+    from trainer.networks import StyleGANConfig
+    from trainer.train_cli import main
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    before = load_checkpoint(run / "checkpoints" / "latest.pt")["network_config"]
+    slim = StyleGANConfig.slim
+
+    def narrower(cls, r: int = 32) -> StyleGANConfig:
+        return dataclasses.replace(slim(r), channel_base=slim(r).channel_base // 2)
+
+    monkeypatch.setattr(StyleGANConfig, "slim", classmethod(narrower))
+    assert main(["train", "gan", "--quiet", "--out", str(run), "--resume", "--kimg", "0.176"]) == 0
+    after = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert after["progress"]["images_seen"] == 176 and after["network_config"] == before
+
+
 def test_medstyle_train_gan_shares_the_options_and_the_torchrun_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -374,6 +399,39 @@ def test_init_from_refuses_growing_or_another_network(
     assert main([*args, "--out", str(tmp_path / "b"), *wider]) == 1
     assert "holds another network than this run's" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_run_that_ends_before_its_final_resolution_says_so_and_how_to_pack_it(
+    tiny_run: Path, gan_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--kimg too small for the schedule: the run has no bundle/ (no snapshot at its final
+    resolution), and its last line says where it ended and names 'train bundle'."""
+    from trainer.bundle import verify_bundle
+    from trainer.train_cli import ended_early_note, main
+
+    run = tmp_path / "short"
+    config = write_config(tmp_path, kimg=0.024)  # 16 px stabilises for 32 images
+    assert main(["train", "gan", "--quiet", "--data", str(gan_data), "--config", str(config),
+                 "--out", str(run)]) == 0  # fmt: skip
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == f"wrote {run}" and len(out) == 2
+    assert out[1].startswith("note: --kimg 0.024 ended the run at 16 px, before its final 32 px")
+    assert "fully faded in (at 0.096 kimg), so it wrote no bundle/" in out[1]
+    latest = run / "checkpoints" / "latest.pt"
+    assert f"'medstyle train bundle {latest} --out BUNDLE'" in out[1]
+    assert "--resume --kimg K' (K above 0.096)" in out[1]
+    assert not (run / "bundle").exists()
+    # what it names works
+    assert main(["train", "bundle", str(latest), "--out", str(tmp_path / "b")]) == 0
+    verify_bundle(tmp_path / "b")
+    # mid fade-in at the final resolution: still not a result, and the line says so
+    config = write_config(tmp_path, kimg=0.064)
+    faded = tmp_path / "fading"
+    assert main(["train", "gan", "--quiet", "--data", str(gan_data), "--config", str(config),
+                 "--out", str(faded)]) == 0  # fmt: skip
+    assert "ended the run at 32 px (fading in, alpha 0.48)" in capsys.readouterr().out
+    # a run that reached its final resolution has nothing to add
+    assert ended_early_note(tiny_run) is None
 
 
 def test_any_snapshot_can_become_a_bundle(

@@ -120,7 +120,7 @@ class GANTrainConfig:
         if not self.out:
             raise ConfigError("no run folder (pass --out RUN_DIR)")
         if self.resolution is not None:
-            power_of_two("resolution", self.resolution, 8)
+            power_of_two("resolution", self.resolution, 32)  # StyleGANConfig's smallest
         power_of_two("start resolution", self.start_resolution, 4)
         if self.resolution is not None and self.start_resolution > self.resolution:
             raise ConfigError(

@@ -45,6 +45,11 @@ from trainer.networks.layers import (
 # maps at 512 px, 26 ms -> 7 ms), while with 512 maps at 4..16 px plain NCHW is faster.
 CHANNELS_LAST_FROM = 32
 
+# Feature maps of the paper's network at r px are min(16384 / r, 512): the official
+# StyleGAN's fmap_base / 2**stage with fmap_base 8192 and stage log2(r) - 1, which is also
+# what rosinality's style-based-gan-pytorch (the code Fetty et al. used) builds.
+PAPER_CHANNEL_BASE = 16384
+
 
 @dataclass(frozen=True)
 class StyleGANConfig:
@@ -56,7 +61,10 @@ class StyleGANConfig:
     w_dim: int = 512  # width of the intermediate latent w
     mapping_layers: int = 8  # depth of the mapping MLP z -> w
     mapping_lr_multiplier: float = 0.1  # mapping lr relative to the rest (1e-4 against 1e-3)
-    channel_base: int = 8192  # feature maps at resolution r: min(channel_base // r, channel_max)
+    # feature maps at resolution r: min(channel_base // r, channel_max). The paper's network
+    # has PAPER_CHANNEL_BASE (see paper()); this default stays what configs written without
+    # the key were built with.
+    channel_base: int = 8192
     channel_max: int = 512  # upper bound on feature maps at any resolution
     mbstd_group_size: int = 4  # samples per group of the discriminator's minibatch stddev
 
@@ -76,8 +84,10 @@ class StyleGANConfig:
 
     @classmethod
     def paper(cls, img_resolution: int = 512) -> StyleGANConfig:
-        """The paper's full-width network: 512-d z and w, 8 mapping layers, 512 maps up to 16 px."""
-        return cls(img_resolution=img_resolution)
+        """The paper's full-width network: 512-d z and w, 8 mapping layers, and the feature
+        maps of the code the paper used, 512 at 4..32 px, then 16384 / r (256 at 64 px,
+        128 at 128, 64 at 256, 32 at 512)."""
+        return cls(img_resolution=img_resolution, channel_base=PAPER_CHANNEL_BASE)
 
     @classmethod
     def slim(cls, img_resolution: int = 32) -> StyleGANConfig:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from trainer.bench import generator_flops_per_image
 from trainer.errors import ConfigError
 from trainer.networks import Discriminator, Generator, StyleGANConfig
 from trainer.networks.layers import EqualLinear
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny(resolution: int = 32) -> StyleGANConfig:
@@ -55,11 +59,58 @@ def test_paper_and_slim_configs() -> None:
         512,
         8,
     )
-    assert [paper.channels(r) for r in paper.resolutions] == [512, 512, 512, 256, 128, 64, 32, 16]
     assert paper.num_ws == 16
     slim = StyleGANConfig.slim(32)
     assert slim.z_dim == 64 and max(slim.channels(r) for r in slim.resolutions) <= 64
     assert StyleGANConfig.from_dict(slim.to_dict()) == slim
+
+
+# Feature maps of the network the paper used (rosinality's style-based-gan-pytorch, the
+# official StyleGAN's fmap_base 8192 / 2**stage): 512 at 4..32 px, then 16384 / r.
+PAPER_WIDTHS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128, 256, 512])
+def test_paper_network_has_the_papers_feature_maps(resolution: int) -> None:
+    paper = StyleGANConfig.paper(resolution)
+    assert {r: paper.channels(r) for r in PAPER_WIDTHS} == PAPER_WIDTHS
+    G, D = Generator(paper), Discriminator(paper)
+    # the layers themselves, not only the rule: the last block's convs and to_rgb
+    convs = [m.conv for m in G.modules() if hasattr(m, "conv") and hasattr(m, "adain")]
+    assert convs[-1].weight.shape[:2] == (PAPER_WIDTHS[resolution],) * 2
+    widths = {p.shape[0] for n, p in D.named_parameters() if n.endswith("weight") and p.ndim == 4}
+    assert PAPER_WIDTHS[resolution] in widths and max(widths) == 512
+
+
+def test_paper_network_flops_per_image() -> None:
+    """27.3 GFLOP per image at 64 px (2 x multiply-accumulates), then 14.5 more per block:
+    each block from 64 px up costs the same, its maps halving as its area quadruples.
+    (rosinality's code does ~55 at 512 px: from 128 px on it upsamples with a fused 4x4
+    transposed convolution, which does fewer multiply-accumulates than the nearest x2
+    upsampling and 3x3 convolution here.)"""
+    gflops = {r: generator_flops_per_image(StyleGANConfig.paper(r)) / 1e9 for r in (64, 512)}
+    assert gflops[64] == pytest.approx(27.27, abs=0.01)
+    assert gflops[512] == pytest.approx(27.27 + 3 * 14.50, abs=0.01)
+
+
+def test_demo_recipe_rebuilds_the_demo_bundles_network() -> None:
+    """The shipped demo keeps its network: its recipe (the slim preset, 512-d z and w)
+    builds the config its bundle.json holds, and generator.pt's weights fit it exactly."""
+    from trainer.bundle import read_bundle_generator, read_bundle_manifest
+    from trainer.loops.gan import network_config
+    from trainer.loops.gan_config import GANTrainConfig
+
+    demo = REPO / "resources" / "models" / "demo"
+    if not (demo / "generator.pt").is_file():
+        pytest.skip(f"no demo model at {demo}")
+    recipe = json.loads((REPO / "scripts" / "demo" / "gan64_w512.json").read_text())
+    saved = read_bundle_manifest(demo)["config"]
+    cfg = network_config(GANTrainConfig.from_dict(recipe), saved["img_resolution"])
+    assert cfg.to_dict() == saved
+    state = read_bundle_generator(demo, verify=False)
+    for net, key in ((Generator(cfg), "G_ema"), (Discriminator(cfg), "D")):
+        shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        assert shapes == {k: tuple(v.shape) for k, v in state[key].items()}, key
 
 
 def test_bad_configs_are_refused() -> None:
