@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import trainer
-from medstyle_gui.cli_gui import add_gui_command
+from medstyle_gui.cli_gui import SERIES_HELP, add_gui_command, can_open_a_window
 from medstyle_gui.cli_latent import (
     add_latent_benchmarks,
     add_latent_commands,
@@ -74,6 +74,7 @@ def _cmd_pair(args: argparse.Namespace) -> int:
         ct_series=args.ct_series,
         mr_series=args.mr_series,
         patient=args.patient,
+        force=args.force,
     )
     registration = result.pair.registration
     if args.json:
@@ -82,6 +83,7 @@ def _cmd_pair(args: argparse.Namespace) -> int:
         print(f"wrote {result.folder} ({' x '.join(map(str, result.pair.mr.shape))} voxels, z y x)")
         if registration is not None:
             print(f"CT registered to MR: {registration.describe()}")
+        print(f"pairing check: {result.pair.check.describe()}")
     return 0
 
 
@@ -122,6 +124,11 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         fmt=args.format,
         misalign_mm=args.misalign_mm,
     )
+    if args.montage:  # checked before the cohort is drawn, not after
+        from trainer.files import ensure_can_write
+
+        inside = args.out_dir.resolve() in args.montage.resolve().parents  # made with it
+        ensure_can_write(args.montage, args.overwrite, make_parents=inside)
     out = write_cohort(
         args.out_dir,
         options,
@@ -152,7 +159,13 @@ def _cmd_train_gan(args: argparse.Namespace) -> int:
 
 def _cmd_bench_generator(args: argparse.Namespace) -> int:
     from trainer.bench import bench_generator, format_rows, tune_cpu_allocator
+    from trainer.errors import ConfigError
 
+    counts = {"--batches": args.batches, "--gemm-sizes": args.gemm_sizes}
+    counts.update({"--repeats": [args.repeats], "--threads": [args.threads or 1]})
+    for flag, values in counts.items():
+        if min(values) < 1:
+            raise ConfigError(f"{flag} {min(values)}: must be 1 or more")
     if not args.default_malloc:
         tune_cpu_allocator()
     if args.threads:
@@ -163,13 +176,14 @@ def _cmd_bench_generator(args: argparse.Namespace) -> int:
     def progress(what: str) -> None:
         print(f"timing {what} ...", file=sys.stderr, flush=True)
 
-    rows = bench_generator(
+    result = bench_generator(
         batches=args.batches,
+        precisions=["float32", "bf16"] if args.precision == "both" else [args.precision],
         repeats=args.repeats,
-        sgemm_n=args.sgemm_size,
+        gemm_sizes=args.gemm_sizes,
         progress=None if args.quiet else progress,
     )
-    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    print(json.dumps(result, indent=2) if args.json else format_rows(result))
     return 0
 
 
@@ -191,15 +205,6 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
             f"{row['ms_per_step']:.1f} ms per step, {row['images_per_s']:.1f} images/s"
         )
     return 0
-
-
-def _can_open_a_window() -> bool:
-    """True when Qt can show a window here: an X11 or Wayland display, or a platform
-    chosen explicitly (``QT_QPA_PLATFORM``, e.g. offscreen)."""
-    if sys.platform in ("win32", "darwin"):
-        return True
-    names = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
-    return any(os.environ.get(name) for name in names)
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -229,11 +234,10 @@ def _matrix_size(text: str) -> int:
 
 
 def _scan_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--series", metavar="UID", help="which DICOM series (or dataset PATIENT/MODALITY) to read"
-    )
+    p.add_argument("--series", metavar="UID|N", help=SERIES_HELP)
     p.add_argument(
         "--modality",
+        type=str.upper,  # ct or CT, as users type it
         choices=("CT", "MR"),
         help="modality of a NIfTI/MHA/NRRD scan (overrides a sidecar)",
     )
@@ -275,10 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_matrix_size, default=256, help="model matrix N")
     p.add_argument("--no-register", action="store_true", help="trust the scans' coordinates")
     p.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction of MR")
-    p.add_argument("--ct-series", metavar="UID", help="series of a DICOM folder with several")
-    p.add_argument("--mr-series", metavar="UID", help="series of a DICOM folder with several")
+    p.add_argument(
+        "--ct-series", metavar="UID|N", help="the CT series of a folder: UID, or N as listed [N]"
+    )
+    p.add_argument(
+        "--mr-series", metavar="UID|N", help="the MR series of a folder: UID, or N as listed [N]"
+    )
     p.add_argument("--patient", help="label for the manifest (default: the folder's name)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="keep a pair that fails the plausibility check (marked not aligned)",
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=_cmd_pair)
 
@@ -349,12 +362,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b = bsub.add_parser(
         "generator",
-        help="ms per image and GFLOP/s of G's forward pass (paper and demo configs) vs sgemm",
+        help="ms per image and GFLOP/s of G's forward pass (paper and demo configs) against "
+        "this machine's float32 and bf16 GEMM peaks",
     )
-    b.add_argument("--json", action="store_true", help="print JSON rows")
+    b.add_argument("--json", action="store_true", help="print JSON (peaks and rows)")
     b.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (1 8)")
+    b.add_argument(
+        "--precision",
+        choices=("float32", "bf16", "both"),
+        default="float32",
+        help="time G in float32 (default), bfloat16 autocast, or both",
+    )
     b.add_argument("--repeats", type=int, default=7, help="timed calls per row (median; 7)")
-    b.add_argument("--sgemm-size", type=int, default=2048, help="N of the N x N sgemm (2048)")
+    b.add_argument(
+        "--gemm-sizes",
+        type=int,
+        nargs="+",
+        default=[1024, 2048, 4096],
+        metavar="N",
+        help="N x N matrices the GEMM peaks are the best torch.mm rate on (1024 2048 4096)",
+    )
     b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator untuned")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -377,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
-        if not _can_open_a_window():
+        if not can_open_a_window():
             parser.print_help()
             print("\n(no display: 'medstyle' alone opens the explorer on a desktop)")
             return 0

@@ -212,6 +212,11 @@ def unknown_series_uid(tmp):
     return [str(folder), "--series", "1.2.3.4.5"], "1.2.3.4.5"
 
 
+def series_number_out_of_range(tmp):
+    folder = _real_series_copy(tmp)  # one series: [1] is all there is
+    return [str(folder), "--series", "2"], r"has no series 2.*\[1\]"
+
+
 def foreign_hdf5(tmp):
     with h5py.File(tmp / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
@@ -229,6 +234,34 @@ def gzip_of_garbage(tmp):
     return [str(tmp / "noise.nii.gz")], "not a readable NIfTI|truncated|corrupt"
 
 
+def _dims(n: int) -> bytes:
+    """NIfTI-1 ``dim[0..7]`` (header bytes 40-55) of an ``n`` x ``n`` x ``n`` volume."""
+    return np.array([3, n, n, n, 1, 1, 1, 1], "<i2").tobytes()
+
+
+def huge_declared_nifti(tmp):
+    path = _nifti(tmp, np.zeros((4, 4, 4), np.int16))
+    header = bytearray(gzip.decompress(path.read_bytes()))
+    header[40:56] = _dims(30000)  # 54 TB declared in a file of about 100 bytes
+    path.write_bytes(gzip.compress(bytes(header)))
+    return [str(path)], r"declares 30000 x 30000 x 30000 voxels \(54 TB\)"
+
+
+def huge_declared_metaimage(tmp):
+    path = tmp / "scan.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.int16)), str(path))
+    path.write_bytes(path.read_bytes().replace(b"DimSize = 4 4 4", b"DimSize = 30000 30000 30000"))
+    return [str(path)], r"declares 30000 x 30000 x 30000 voxels .*128 bytes of data"
+
+
+def huge_declared_nrrd(tmp):
+    path = tmp / "scan.nrrd"
+    image = sitk.GetImageFromArray(np.zeros((4, 4, 4), np.int16))
+    sitk.WriteImage(image, str(path), useCompression=True)
+    path.write_bytes(path.read_bytes().replace(b"sizes: 4 4 4", b"sizes: 1024 1024 1024"))
+    return [str(path)], r"declares 1024 x 1024 x 1024 voxels .*compressed data"
+
+
 CASES: dict[str, Callable] = {
     f.__name__: f
     for f in (
@@ -238,7 +271,8 @@ CASES: dict[str, Callable] = {
         folder_without_dicom, unreadable_folder, rtstruct, structured_report, segmentation,
         truncated_dicom, rgb_dicom, missing_slice, uneven_spacing, gantry_tilt,
         duplicate_positions, two_series_without_choice, unknown_series_uid, foreign_hdf5,
-        corrupt_hdf5, gzip_of_garbage,
+        corrupt_hdf5, gzip_of_garbage, series_number_out_of_range, huge_declared_nifti,
+        huge_declared_metaimage, huge_declared_nrrd,
     )
 }  # fmt: skip
 
@@ -300,7 +334,13 @@ def test_unknown_output_format_is_refused(tmp_path, capsys, make_volume):
 
 @pytest.mark.parametrize(
     "argv",
-    [["dataset", "build", "x", "--out", "y.h5", "--size", "300"], ["convert"], ["frobnicate"]],
+    [
+        ["dataset", "build", "x", "--out", "y.h5", "--size", "300"],
+        ["convert"],
+        ["frobnicate"],
+        ["info", "x.nii.gz", "--modality", "pet"],  # either case is taken; PET is not
+        ["generate", "--model", "m", "--slices", "3", "--out", "o.nii.gz", "--sex", "x"],
+    ],
 )
 def test_bad_options_are_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -308,3 +348,337 @@ def test_bad_options_are_one_line(argv, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert len(err.strip().splitlines()) == 1 and "usage" not in err, err
+
+
+def _gui_garbage_session(tmp):
+    (tmp / "s.medstyle").write_bytes(b"not a session at all")
+    return [str(tmp / "s.medstyle")], "not a medstyle session", "s.medstyle"
+
+
+def _gui_truncated_session(tmp):
+    from medstyle_gui import resources_path
+
+    whole = Path(str(resources_path("demo", "demo.medstyle"))).read_bytes()
+    (tmp / "cut.medstyle").write_bytes(whole[: len(whole) // 2])
+    return [str(tmp / "cut.medstyle")], "not a medstyle session.*cut short", "cut.medstyle"
+
+
+def _gui_existing_screenshot(tmp):
+    (tmp / "shot.png").write_bytes(b"keep me")
+    return [], "already exists.*--overwrite", "shot.png"
+
+
+def _gui_series_of_a_pair(tmp):
+    from medstyle_gui import resources_path
+
+    study = str(resources_path("demo", "study"))
+    return [study, "--series", "1"], "--series 1.*not a pair", "study"
+
+
+GUI_CASES = {
+    f.__name__[5:]: f
+    for f in (
+        _gui_garbage_session, _gui_truncated_session, _gui_existing_screenshot,
+        _gui_series_of_a_pair,
+    )
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", GUI_CASES)
+def test_gui_refuses_bad_input_before_a_window_opens(case, tmp_path, capsys):
+    """``medstyle gui ... --screenshot``: what cannot open is one line and a non-zero exit
+    before any window (so nothing of Qt runs here), and the screenshot is not written."""
+    args, pattern, names = GUI_CASES[case](tmp_path)
+    shot = tmp_path / "shot.png"
+    before = shot.read_bytes() if shot.exists() else None
+    code, err = _run(["gui", *args, "--screenshot", str(shot)], capsys)
+    _assert_one_clear_line(code, err, pattern, names)
+    assert (shot.read_bytes() if shot.exists() else None) == before
+
+
+def test_gui_on_a_display_nobody_serves_is_one_line(capsys, monkeypatch):
+    """``DISPLAY=:N medstyle gui`` with no X server there: one line naming it, before Qt
+    (which would abort the process)."""
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("X11 displays: Linux")
+    from tests.test_cli_gui import _dead_display
+
+    display = _dead_display()
+    monkeypatch.setenv("DISPLAY", display)
+    for name in ("WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    code, err = _run(["gui"], capsys)
+    _assert_one_clear_line(code, err, "cannot reach display.*xvfb-run", display)
+
+
+def test_train_gan_below_the_smallest_resolution_is_one_line(tmp_path, capsys):
+    """``train gan --resolution 16``: the smallest its help names is 32, and the refusal
+    says so with the option's name (not the network config's field)."""
+    data = tmp_path / "data.h5"
+    data.touch()
+    code, err = _run(
+        ["train", "gan", "--data", str(data), "--out", str(tmp_path / "run"), "--resolution", "16"],
+        capsys,
+    )
+    _assert_one_clear_line(code, err, "resolution 16 is not a power of two between 32 and", "16")
+    assert not (tmp_path / "run").exists()
+
+
+# -- destinations that cannot be written: refused before the work, naming them ---------
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "demo"
+
+
+def _writers(tmp: Path, locked: Path) -> dict[str, tuple[list[str], str]]:
+    """Every command that writes, with its destination in ``locked``: ``(argv, the
+    destination's name)``. The inputs do not exist (or the work would be long), so an
+    answer about the destination shows it was checked before any input was read."""
+    nowhere, model = str(tmp / "nowhere.nii.gz"), str(DEMO_MODEL)
+    phantom = ["phantom", "--patients", "1", "--size", "32", "--slices", "4", "--quiet"]
+    return {
+        "convert": (["convert", nowhere, str(locked / "x.nii.gz")], "x.nii.gz"),
+        "pair": (["pair", nowhere, nowhere, "--out", str(locked / "study")], "study"),
+        "dataset build": (["dataset", "build", nowhere, "--out", str(locked / "d.h5")], "d.h5"),
+        "phantom": ([*phantom, str(locked / "cohort")], "cohort"),
+        "phantom --montage": (
+            [*phantom, str(tmp / "cohort"), "--montage", str(locked / "m.png")],
+            "m.png",
+        ),
+        "phantom-montage": (["phantom-montage", nowhere, str(locked / "m.png")], "m.png"),
+        "embed": (["embed", nowhere, "--model", model, "--out", str(locked / "l.h5")], "l.h5"),
+        "session": (
+            ["session", nowhere, "--model", model, "--out", str(locked / "s.medstyle")],
+            "s.medstyle",
+        ),
+        "generate": (
+            ["generate", "--model", model, "--seed", "1", "--slices", "4", "--quiet",
+             "--out", str(locked / "g.nii.gz")],
+            "g.nii.gz",
+        ),
+        "generate --preview": (
+            ["generate", "--model", model, "--seed", "1", "--slices", "4", "--quiet",
+             "--out", str(tmp / "g.nii.gz"), "--preview", str(locked / "p.png")],
+            "p.png",
+        ),
+        "evaluate": (
+            ["evaluate", "slice", "--model", model, "--data", nowhere, "--quiet",
+             "--out", str(locked / "report")],
+            "report",
+        ),
+        "train gan": (["train", "gan", "--data", nowhere, "--out", str(locked / "run")], "run"),
+        "train encoder": (
+            ["train", "encoder", "--model", model, "--out", str(locked / "run")],
+            "run",
+        ),
+        "train bundle": (["train", "bundle", nowhere, "--out", str(locked / "b")], "b"),
+        "gui --screenshot": (["gui", "--screenshot", str(locked / "shot.png")], "shot.png"),
+    }  # fmt: skip
+
+
+WRITERS = list(_writers(Path("t"), Path("l")))
+
+
+def _lock(folder: Path, monkeypatch) -> None:
+    """Make ``folder`` refuse new files. Its permissions say so; where they do not stop
+    this process (root ignores them), the kernel's answer to everyone else, EACCES, is
+    given where files and folders are created."""
+    import errno
+    import os
+    import tempfile
+
+    folder.chmod(0o555)
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder)
+    except PermissionError:
+        pass
+    else:
+        os.close(fd)
+        os.unlink(probe)
+
+        def refuse(make):
+            def made(*args, dir=None, **kwargs):
+                if dir is not None and Path(dir).resolve() == folder.resolve():
+                    raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+                return make(*args, dir=dir, **kwargs)
+
+            return made
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse(tempfile.mkstemp))
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse(tempfile.mkdtemp))
+
+
+@pytest.fixture
+def locked(tmp_path, monkeypatch) -> Path:
+    """An empty folder that refuses new files (see :func:`_lock`)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    _lock(folder, monkeypatch)
+    yield folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_unwritable_destination_is_refused_before_the_work(command, tmp_path, locked, capsys):
+    argv, name = _writers(tmp_path, locked)[command]
+    code, err = _run(argv, capsys)
+    pattern = r"cannot write into folder .*locked \(permission denied\)"
+    _assert_one_clear_line(code, err, pattern, name)
+    assert f"{locked}/." not in err, "the message names a hidden temporary file"
+    assert list(locked.iterdir()) == []
+    assert not (tmp_path / "cohort").exists() and not (tmp_path / "g.nii.gz").exists()
+
+
+def test_directions_fit_into_a_read_only_bundle_is_refused_before_fitting(
+    tmp_path, monkeypatch, capsys
+):
+    """The directions go into the bundle: a read-only one (an installed demo) is found
+    before the latents are even read, not after the fitting."""
+    bundle = tmp_path / "locked"
+    shutil.copytree(DEMO_MODEL, bundle)
+    _lock(bundle, monkeypatch)
+    try:
+        code, err = _run(
+            ["directions", "fit", "--model", str(bundle), "--latents", str(tmp_path / "l.h5")],
+            capsys,
+        )
+    finally:
+        bundle.chmod(0o755)
+    _assert_one_clear_line(code, err, r"cannot write into folder .*locked", "bundle.json")
+
+
+def test_a_folder_that_takes_no_files_even_from_root_is_refused(tmp_path, capsys, make_volume):
+    """``/proc`` refuses new files to everyone, root included: no simulation needed."""
+    import tempfile
+
+    try:
+        tempfile.mkstemp(dir="/proc")
+    except OSError:
+        pass
+    else:  # pragma: no cover - not Linux
+        pytest.skip("/proc takes new files here")
+    from trainer.data.write import write_volume
+
+    src = write_volume(make_volume(), tmp_path / "src.nii.gz")
+    code, err = _run(["convert", str(src), "/proc/x.nii.gz"], capsys)
+    _assert_one_clear_line(code, err, r"cannot write into folder /proc", "/proc/x.nii.gz")
+
+
+def test_destination_under_a_file_is_refused(tmp_path, capsys, make_volume):
+    from trainer.data.write import write_volume
+
+    src = write_volume(make_volume(), tmp_path / "src.nii.gz")
+    (tmp_path / "notes").write_text("a file, not a folder")
+    code, err = _run(["convert", str(src), str(tmp_path / "notes" / "x.nii.gz")], capsys)
+    _assert_one_clear_line(code, err, r"notes is a file, not a folder", "x.nii.gz")
+
+
+# -- scans with nothing to embed ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "array, pattern",
+    [
+        (np.zeros((4, 16, 16), np.int16), r"every voxel is 0 .*blank scan.*nothing to embed"),
+        (np.full((1, 1, 1), 300, np.int16), r"single voxel"),
+    ],
+    ids=["all-zero", "one-voxel"],
+)
+@pytest.mark.parametrize("command", ["embed", "session"])
+def test_scan_with_nothing_to_embed_is_refused(command, array, pattern, tmp_path, capsys):
+    scan = _nifti(tmp_path, array)
+    out = tmp_path / ("l.h5" if command == "embed" else "s.medstyle")
+    argv = [command, str(scan), "--model", str(DEMO_MODEL), "--out", str(out)]
+    code, err = _run([*argv, "--refine-steps", "0", "--quiet"], capsys)
+    _assert_one_clear_line(code, err, pattern, "scan.nii.gz")
+    assert not out.exists()
+
+
+# -- pairs that are not one patient's CT and MR -------------------------------------------
+
+
+def _pair_scans(tmp: Path, ct_shift_mm: float = 0.0, ids=("P1", "P1")) -> tuple[str, str]:
+    """A small phantom CT and MR, ``ct_shift_mm`` apart along S, with sidecars that give
+    their modality and patient id."""
+    import json
+
+    from tests.trainer.data.test_register import pelvis_phantom
+
+    paths = []
+    for modality, patient_id in zip(("CT", "MR"), ids, strict=True):
+        volume = pelvis_phantom((12, 32, 40), (6.0, 8.0, 8.0), modality)
+        if modality == "CT":
+            x, y, z = volume.origin_lps_mm
+            volume.origin_lps_mm = (x, y, z + ct_shift_mm)
+        path = tmp / f"{modality.lower()}.nii.gz"
+        sitk.WriteImage(volume.to_sitk(), str(path))
+        sidecar = {"modality": modality, "patient_id": patient_id}
+        (tmp / f"{modality.lower()}.json").write_text(json.dumps(sidecar))
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def pair_without_overlap(tmp):
+    ct, mr = _pair_scans(tmp, ct_shift_mm=1000.0)
+    return ["pair", ct, mr, "--out", str(tmp / "study"), "--no-register"], (
+        r"do not make a plausible pair: the MR's middle lands outside the CT.*CT slices are "
+        r"one constant value.*pass --force"
+    )
+
+
+def pair_of_two_patients(tmp):
+    ct, mr = _pair_scans(tmp, ids=("P0001", "P0002"))
+    return ["pair", ct, mr, "--out", str(tmp / "study"), "--no-register"], (
+        r"do not make a plausible pair: the CT and the MR name different patients"
+    )
+
+
+def _study(tmp: Path, manifest: dict, ct_value: float | None = None) -> Path:
+    import json
+
+    from tests.trainer.data.test_register import pelvis_phantom
+    from trainer.data.write import write_volume
+
+    folder = tmp / "study"
+    folder.mkdir()
+    ct = pelvis_phantom((12, 32, 40), (6.0, 8.0, 8.0), "CT")
+    if ct_value is not None:
+        ct = ct.with_array(np.full(ct.shape, ct_value, np.float32))
+    write_volume(ct, folder / "ct.nii.gz")
+    write_volume(pelvis_phantom((12, 32, 40), (6.0, 8.0, 8.0), "MR"), folder / "mr.nii.gz")
+    base = {"patient_id": "P7", "ct": "ct.nii.gz", "mr": "mr.nii.gz", "aligned": True}
+    (folder / "study.json").write_text(json.dumps({**base, **manifest}))
+    return folder
+
+
+def dataset_of_a_forced_study(tmp):
+    failed = {"passed": False, "failures": ["Mattes MI -0.070 is above -0.15"]}
+    folder = _study(tmp, {"aligned": False, "pairing_check": failed})
+    return ["dataset", "build", str(folder), "--out", str(tmp / "d.h5"), "--quiet"], (
+        r"study P7 failed its pairing check when it was paired \(Mattes MI -0.070"
+    )
+
+
+def dataset_of_an_all_air_ct(tmp):
+    folder = _study(tmp, {}, ct_value=-1024.0)
+    return ["dataset", "build", str(folder), "--out", str(tmp / "d.h5"), "--quiet"], (
+        r"study P7: .*12 of 12 CT slices are one constant value"
+    )
+
+
+PAIR_CASES = {
+    f.__name__: f
+    for f in (pair_without_overlap, pair_of_two_patients, dataset_of_a_forced_study,
+              dataset_of_an_all_air_ct)
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PAIR_CASES)
+def test_implausible_pair_is_one_line_and_writes_nothing(case, tmp_path, capsys):
+    argv, pattern = PAIR_CASES[case](tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    code, err = _run([*argv, "--size", "16", "--no-n4"], capsys)
+    names = "study" if argv[0] == "dataset" else "ct.nii.gz"
+    _assert_one_clear_line(code, err, pattern, names)
+    assert sorted(tmp_path.rglob("*")) == before

@@ -8,6 +8,7 @@ crash or an error mid-write leaves any previous file whole and no debris behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -29,16 +30,53 @@ def _give_default_permissions(path: Path, is_folder: bool) -> None:
     os.chmod(path, (0o777 if is_folder else 0o666) & ~_umask())
 
 
-def ensure_can_write(target: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Check that ``target`` may be written; raise :class:`ScanWriteError` if it exists
-    and ``overwrite`` is false, or if its folder does not exist."""
+def ensure_can_write(
+    target: str | os.PathLike[str], overwrite: bool, *, make_parents: bool = False
+) -> Path:
+    """Check that ``target`` (a file or a folder) may be written, before any work starts.
+
+    Raises :class:`ScanWriteError` naming ``target`` if it exists and ``overwrite`` is
+    false, or if its folder does not exist, is a file, or does not accept new files
+    (permissions, a read-only file system): outputs are made as temporary siblings and
+    renamed, so the folder must take new entries. With ``make_parents`` (the writer
+    creates missing folders) the nearest folder that exists is checked instead.
+    """
     target = Path(target)
     if target.exists() and not overwrite:
         raise ScanWriteError("already exists (pass --overwrite to replace it)", target)
     parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
+    while make_parents and not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.exists():
         raise ScanWriteError(f"folder {parent} does not exist", target)
+    if not parent.is_dir():
+        raise ScanWriteError(f"{parent} is a file, not a folder", target)
+    _check_takes_new_files(parent, target)
     return target
+
+
+#: errno -> the reason a folder refuses new files, in plain words.
+_WRITE_REFUSALS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+}
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    _WRITE_REFUSALS[errno.EDQUOT] = "disk quota exceeded"
+
+
+def _check_takes_new_files(folder: Path, target: Path) -> None:
+    """Create and delete a hidden empty file in ``folder``. Asking ``os.access`` is not
+    enough: it says yes to root on any folder, and knows nothing of read-only or
+    special file systems (``/proc``), so only trying tells."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".medstyle-write-check.", dir=folder)
+    except OSError as exc:
+        why = _WRITE_REFUSALS.get(exc.errno or 0, "it does not accept new files")
+        raise ScanWriteError(f"cannot write into folder {folder} ({why})", target) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from trainer.data.latents_file import (
 from trainer.data.read import read_volume
 from trainer.data.resample import resample_to_matrix
 from trainer.data.volume import Volume
-from trainer.errors import ConfigError, DatasetError
+from trainer.errors import ConfigError, DatasetError, InvalidScanError
 
 
 @dataclass
@@ -50,11 +50,13 @@ class SliceSet:
 
 def slices_from_volume(model: Model, volume: Volume) -> SliceSet:
     """Every slice of ``volume`` on the model's matrix, normalised with the model's
-    constants. The volume must say its modality (CT or MR)."""
+    constants. The volume must say its modality (CT or MR) and hold some structure
+    (:func:`check_embeddable`)."""
     if volume.modality not in MODALITY_CODES:
         raise ConfigError(
             f"{volume.source}: the modality is unknown; say it with --modality CT or MR"
         )
+    check_embeddable(volume)
     on_matrix = resample_to_matrix(volume, model.resolution)
     images = model.normalisation.to_unit(on_matrix.array, volume.modality).astype(np.float32)
     n = on_matrix.num_slices
@@ -70,6 +72,22 @@ def slices_from_volume(model: Model, volume: Volume) -> SliceSet:
         "volume": np.zeros(n, np.int32),
     }
     return SliceSet(images, labels, str(volume.source), on_matrix)
+
+
+def check_embeddable(volume: Volume) -> None:
+    """Raise :class:`InvalidScanError` for a scan with nothing to embed: a single voxel,
+    or the same value everywhere (a blank scan). Its slices would have no body to
+    measure (errors of NaN) and the latents would describe no anatomy."""
+    if volume.array.size == 1:
+        raise InvalidScanError(
+            "holds a single voxel; embedding needs slices of a scan", volume.source or None
+        )
+    low, high = float(volume.array.min()), float(volume.array.max())
+    if low == high:
+        raise InvalidScanError(
+            f"every voxel is {low:g} {volume.units} (a blank scan): there is nothing to embed",
+            volume.source or None,
+        )
 
 
 def slices_from_dataset(model: Model, path: str | PathLike[str]) -> SliceSet:

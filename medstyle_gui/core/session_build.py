@@ -21,18 +21,26 @@ from trainer.errors import ConfigError
 from trainer.files import ensure_can_write
 
 
-def describe_inputs(paths: Sequence[str | PathLike[str]]) -> dict[str, Any]:
+def describe_inputs(
+    paths: Sequence[str | PathLike[str]], series_uid: str | None = None
+) -> dict[str, Any]:
     """What the explorer opens for ``paths``: ``{"kind": "pair", "ct", "mr", "swapped"}``
     for a study folder (``mr`` None) or a CT and an MR, ``{"kind": "scan", "path",
-    "series_uid"}`` for one scan. ConfigError for anything else."""
+    "series_uid"}`` for one scan (``series_uid``: which series of a DICOM folder, its UID
+    or its listed number). ConfigError for anything else, and for ``series_uid`` with a
+    pair."""
     paths = [Path(p) for p in paths]
-    if len(paths) == 1 and (paths[0] / "study.json").is_file():
-        return {"kind": "pair", "ct": str(paths[0]), "mr": None, "swapped": False}
+    if len(paths) == 1 and not (paths[0] / "study.json").is_file():
+        return {"kind": "scan", "path": str(paths[0]), "series_uid": series_uid}
+    if len(paths) not in (1, 2):
+        raise ConfigError("give one scan, one paired study folder, or a CT and an MR")
+    if series_uid is not None:
+        raise ConfigError(
+            f"--series {series_uid} chooses a series of one scan, not a pair", paths[0]
+        )
     if len(paths) == 1:
-        return {"kind": "scan", "path": str(paths[0]), "series_uid": None}
-    if len(paths) == 2:
-        return {"kind": "pair", "ct": str(paths[0]), "mr": str(paths[1]), "swapped": False}
-    raise ConfigError("give one scan, one paired study folder, or a CT and an MR")
+        return {"kind": "pair", "ct": str(paths[0]), "mr": None, "swapped": False}
+    return {"kind": "pair", "ct": str(paths[0]), "mr": str(paths[1]), "swapped": False}
 
 
 def build_session(

@@ -6,10 +6,10 @@ Formats: a DICOM series folder, a single or multi-frame DICOM file (see
 from which one patient and modality is chosen with ``series_uid="P0001/CT"``).
 
 Modality, in order of precedence: the caller's ``modality`` (the ``--modality``
-option), DICOM's Modality tag, a JSON sidecar beside the file (``scan.json`` for
-``scan.nii.gz``: ``{"modality": "MR", "sex": "M"}``), and last the intensities
-(CT has air near -1000 HU; MR is non-negative). ``Volume.modality_source`` says
-which decided.
+option), DICOM's Modality tag, a JSON sidecar beside the file (see
+:func:`find_sidecar`: ``scan.nii.gz.json``, or ``scan.json`` as BIDS names it, e.g.
+``{"modality": "MR", "sex": "M"}``), and last the intensities (CT has air near -1000
+HU; MR is non-negative). ``Volume.modality_source`` says which decided.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from trainer.data.declared_size import check_declared_size
 from trainer.data.volume import MODALITIES, SEXES, Volume
 from trainer.errors import InvalidScanError, ScanReadError
 
@@ -127,8 +128,18 @@ def check_finite(array: np.ndarray, path: Path) -> None:
     raise InvalidScanError(f"has {what} voxel values; fix or mask them before loading", path)
 
 
-def sidecar_path(path: Path) -> Path:
-    """``scan.json`` beside ``scan.nii.gz`` (all suffixes replaced)."""
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The sidecar medstyle writes for the image ``path``: its whole file name and
+    ``.json`` (``scan.nii.gz.json``, ``scan.mha.json``), so that images of one name in
+    several formats never share (or overwrite) one sidecar."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def stem_sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """``scan.json`` beside ``scan.nii.gz`` (the image's endings replaced): the BIDS-style
+    name a user writes by hand, and the one medstyle wrote before each image had its own."""
+    path = Path(path)
     name = path.name
     for suffix in ITK_FORMATS:
         if name.lower().endswith(suffix):
@@ -136,10 +147,20 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def find_sidecar(path: str | os.PathLike[str]) -> Path | None:
+    """The JSON sidecar that describes the image ``path``: its own (:func:`sidecar_path`)
+    if there is one, else the BIDS-style ``scan.json`` (:func:`stem_sidecar_path`), else
+    None."""
+    for side in (sidecar_path(path), stem_sidecar_path(path)):
+        if side.is_file():
+            return side
+    return None
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     """The JSON sidecar of ``path`` if there is one; validated modality and sex."""
-    side = sidecar_path(path)
-    if not side.is_file():
+    side = find_sidecar(path)
+    if side is None:
         return {}
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
@@ -179,6 +200,7 @@ def _read_itk(path: Path, kind: str) -> Volume:
         )
     if dim > 4 or dim < 2:
         raise InvalidScanError(f"is {dim}-D; medstyle reads 2-D slices and 3-D volumes", path)
+    check_declared_size(path, kind, reader)  # before anything allocates the declared size
     if kind == "NIfTI":
         _check_nifti_data(path)
     try:

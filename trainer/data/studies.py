@@ -14,8 +14,8 @@ A source given by the user is one of:
     registration is needed;
 (b) a **study folder without a manifest** whose entries (scan files in a known format
     and DICOM series sub-folders) are exactly one CT and one MR. Each entry is read to
-    learn its modality (DICOM tag, JSON sidecar ``NAME.json``, or intensities), sex and
-    patient id (the folder's name when the scans carry none);
+    learn its modality (DICOM tag, JSON sidecar ``NAME.nii.gz.json`` or ``NAME.json``,
+    or intensities), sex and patient id (the folder's name when the scans carry none);
 (c) a **folder of study folders** (searched recursively, in sorted order).
 
 A folder that holds scan entries is a study; its other sub-folders are not searched.

@@ -41,6 +41,7 @@ from trainer.bundle import (
     sha256_file,
 )
 from trainer.errors import ConfigError
+from trainer.files import ensure_can_write
 from trainer.loops.encoder_config import EncoderTrainConfig
 from trainer.loops.run_folder import RunFolder
 from trainer.networks.encoder import Encoder, EncoderConfig, encoder_file_state
@@ -76,8 +77,11 @@ def check_existing_encoder(cfg: EncoderTrainConfig) -> None:
 
 
 def check_run(cfg: EncoderTrainConfig, world_size: int) -> None:
-    """Checks that need no network: the bundle's encoder slot and the batch split."""
+    """Checks that need no network: the bundle's encoder slot (the bundle must take the
+    new encoder.pt at the end, so a read-only one fails now) and the batch split."""
     check_existing_encoder(cfg)
+    if Path(cfg.model).is_dir():  # a missing bundle: the bundle reader says it better
+        ensure_can_write(Path(cfg.model) / ENCODER_FILE, overwrite=True)
     if cfg.batch % world_size:
         raise ConfigError(f"batch size {cfg.batch} does not split over {world_size} processes")
 

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from trainer import distributed
 from trainer.errors import ConfigError, DatasetError
-from trainer.files import atomic_file
+from trainer.files import atomic_file, ensure_can_write
 from trainer.loops.gan_config import GANTrainConfig, Phase
 from trainer.loops.run_folder import RunFolder
 from trainer.networks.stylegan import Discriminator, Generator, StyleGANConfig
@@ -369,6 +369,7 @@ def bundle_from_checkpoint(
     better (e.g. the one that reconstructs best)."""
     from trainer.checkpoint import load_checkpoint
 
+    ensure_can_write(out, overwrite)  # before loading a checkpoint of hundreds of MB
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "checkpoints" / "best.pt"

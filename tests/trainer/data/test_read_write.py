@@ -35,7 +35,7 @@ def test_nifti_sidecar_records_provenance_and_no_identity(make_volume, tmp_path)
     volume = make_volume(patient_id="Doe^Jane-12345")
     prov = Provenance(synthetic=True, description="synthetic CT", model_sha256="ab" * 32)
     write_volume(volume, tmp_path / "syn.nii.gz", provenance=prov)
-    text = (tmp_path / "syn.json").read_text()
+    text = (tmp_path / "syn.nii.gz.json").read_text()
     sidecar = json.loads(text)
     assert sidecar["provenance"]["synthetic"] is True
     assert sidecar["provenance"]["model_sha256"] == "ab" * 32

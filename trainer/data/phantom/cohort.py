@@ -7,9 +7,9 @@ Layout of ``OUT_DIR`` (what ``medstyle dataset build`` reads)::
     tissues.csv    the tissue table: label, name, CT HU, T2 signal, sources
     P0001/
       study.json   manifest: patient_id, sex, age, ct, mr, labels, aligned, ...
-      ct.nii.gz, ct.json   CT in HU (int16) and its sidecar   (or a DICOM folder ct/)
-      mr.nii.gz, mr.json   T2 MR in scanner units (uint16)    (or a DICOM folder mr/)
-      tissue.nii.gz        uint8 tissue labels on the same grid
+      ct.nii.gz, ct.nii.gz.json   CT in HU (int16) and its sidecar  (or a DICOM folder ct/)
+      mr.nii.gz, mr.nii.gz.json   T2 MR in scanner units (uint16)   (or a DICOM folder mr/)
+      tissue.nii.gz               uint8 tissue labels on the same grid
 
 Patients are independent (each has its own seed), so they are made in parallel
 processes; the cohort is the same whatever the number of processes. The whole
@@ -36,6 +36,7 @@ from trainer.data.phantom.patient import PatientParams, sample_patient, tissue_v
 from trainer.data.phantom.study import PhantomStudy, check_options, labels_image, render_study
 from trainer.data.phantom.tissues import MR_FLUID_UNITS, NAMES, SOURCES, tissue_table
 from trainer.data.provenance import Provenance
+from trainer.data.read import sidecar_path
 from trainer.data.volume import Volume
 from trainer.errors import ConfigError, ScanWriteError
 from trainer.files import atomic_file, atomic_folder
@@ -119,8 +120,7 @@ def _write_nifti(image: sitk.Image, path: Path, sidecar: dict[str, Any] | None) 
         # Level 1: noise does not compress much better at higher levels, only slower.
         sitk.WriteImage(image, str(tmp), useCompression=True, compressionLevel=1)
     if sidecar is not None:
-        side = path.with_name(path.name[: -len(".nii.gz")] + ".json")
-        with atomic_file(side) as tmp:
+        with atomic_file(sidecar_path(path)) as tmp:
             tmp.write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
 
 
