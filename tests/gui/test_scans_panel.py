@@ -37,6 +37,16 @@ def state(qtbot, model):
 
 
 @pytest.fixture
+def second_state(qtbot, model):
+    """Another window's state, e.g. to reopen a saved session. A fixture, not a local: it
+    must outlive the events Qt still delivers to it after the test's last line."""
+    s = AppState()
+    s.set_model(model)
+    yield s
+    s.shutdown()
+
+
+@pytest.fixture
 def panel(qtbot, state) -> ScansPanel:
     p = ScansPanel(state)
     qtbot.addWidget(p)
@@ -158,7 +168,7 @@ def test_dicom_browser_lists_patient_study_series_and_opens_the_choice(
 
 
 def test_a_series_opened_by_its_number_is_saved_by_its_uid(
-    qtbot, state, two_series, tmp_path
+    qtbot, state, second_state, two_series, tmp_path
 ) -> None:
     """``gui FOLDER --series N`` opens the series listed as [N]; the session keeps its UID,
     so it reopens that series after the folder gains one listed before it."""
@@ -175,14 +185,10 @@ def test_a_series_opened_by_its_number_is_saved_by_its_uid(
 
     series_copy(folder / "original", folder / "added", 500.0, SeriesInstanceUID="1.1")
     assert [s.uid for s in list_dicom_series(folder)].index(copy_uid) + 1 == number + 1
-    other = AppState()
-    try:
-        other.set_model(state.model)
-        _open(qtbot, other, lambda: other.open_session(path))
-        assert other.opened["series_uid"] == other.explore.source.series_uid == copy_uid
-        np.testing.assert_array_equal(other.explore.source.volume.array, shown)
-    finally:
-        other.shutdown()
+    other = second_state
+    _open(qtbot, other, lambda: other.open_session(path))
+    assert other.opened["series_uid"] == other.explore.source.series_uid == copy_uid
+    np.testing.assert_array_equal(other.explore.source.volume.array, shown)
 
 
 def test_a_folder_with_one_series_opens_without_the_browser(
