@@ -441,13 +441,14 @@ class MainWindow(QMainWindow):
 
     def work_in_progress(self) -> list[str]:
         """What closing would stop: running training commands and in-app work
-        (embeddings, exports), one line each."""
+        (embeddings, exports), one line each; not display computations (error curves),
+        which lose nothing."""
         runs = [
             f"training run: {m.spec.title}"
             for m in self.panels["training"].training.monitors
             if m.runner.running
         ]
-        return runs + [task.name for task in self.state.tasks.tasks]
+        return runs + [task.name for task in self.state.tasks.tasks if not task.disposable]
 
     def confirm_quit(self, running: list[str]) -> bool:
         """Ask before stopping ``running`` (the lines of :meth:`work_in_progress`)."""

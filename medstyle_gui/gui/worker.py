@@ -196,9 +196,14 @@ class Task(QObject):
     _progress = Signal(float, str)
     _finish = Signal(str, object)  # "done" | "failed" | "cancelled", payload
 
-    def __init__(self, name: str, fn: TaskFn, parent: QObject | None = None) -> None:
+    def __init__(
+        self, name: str, fn: TaskFn, parent: QObject | None = None, *, disposable: bool = False
+    ) -> None:
         super().__init__(parent)
         self.name = name
+        # a display computation (an error curve): closing drops it without asking, since
+        # nothing the user made is lost and it is worked out again on the next view
+        self.disposable = disposable
         self.cancel_event = threading.Event()
         self.running = False
         self.detached = False  # after detach(): nothing more is emitted
@@ -299,11 +304,12 @@ class TaskRunner(QObject):
         on_done: Callable[[Any], None] | None = None,
         on_failed: Callable[[str], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
+        disposable: bool = False,
     ) -> Task:
         """Run ``fn(progress, cancel)`` on a worker thread; the callbacks run on the GUI
         thread before the runner's own signals. After shutdown the task is returned
-        detached and never runs."""
-        task = Task(name, fn, self)
+        detached and never runs. ``disposable``: see :attr:`Task.disposable`."""
+        task = Task(name, fn, self, disposable=disposable)
         if self.closed:
             task.detach()
             return task

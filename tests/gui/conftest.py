@@ -21,6 +21,16 @@ import medstyle_gui.gui.worker  # noqa: F401
 WAIT_MS = 60_000
 
 
+@pytest.fixture(autouse=True)
+def no_modal_quit_question(monkeypatch) -> None:
+    """Closing a window with work still running asks in a modal box, which nobody answers
+    offscreen: the run would hang. Here the answer is "quit" (a test that checks the
+    question replaces this with its own answer)."""
+    from medstyle_gui.gui.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "confirm_quit", lambda self, running: True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_settings(qapp, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every QSettings() of the test session is an INI file under a temporary folder, with

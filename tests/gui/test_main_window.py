@@ -260,3 +260,23 @@ def test_closing_while_work_runs_asks_first(qtbot, app_state, settings, monkeypa
     answer["quit"] = True
     assert win.close() and not win.isVisible()
     assert len(asked) == 2 and not app_state.tasks.busy  # the work was stopped
+
+
+def test_closing_during_a_display_computation_does_not_ask(qtbot, app_state, settings, monkeypatch):
+    # an error curve or slider ranges lose nothing: they are worked out again
+    from medstyle_gui.gui.main_window import MainWindow
+
+    win = MainWindow(app_state, settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    asked: list[list[str]] = []
+    monkeypatch.setattr(MainWindow, "confirm_quit", lambda self, r: asked.append(r) or False)
+
+    def work(progress, cancel) -> None:
+        while not cancel.is_set():
+            cancel.wait(0.01)
+
+    app_state.tasks.start(work, name="error curve", disposable=True)
+    assert win.work_in_progress() == []
+    assert win.close() and not win.isVisible() and asked == []
+    assert not app_state.tasks.busy  # the computation was stopped

@@ -40,10 +40,18 @@ class LatestJob(QObject):
     running = Signal(bool)
     progress = Signal(float, str)
 
-    def __init__(self, tasks: Callable[[], TaskRunner], name: str, parent: QObject | None = None):
+    def __init__(
+        self,
+        tasks: Callable[[], TaskRunner],
+        name: str,
+        parent: QObject | None = None,
+        *,
+        disposable: bool = False,
+    ):
         super().__init__(parent)
         self._tasks = tasks  # the runner is looked up per run: the app may replace it
         self.name = name
+        self.disposable = disposable  # see Task.disposable
         self._generation = 0
         self._task: Task | None = None
         self._debounce = QTimer(self)
@@ -94,7 +102,12 @@ class LatestJob(QObject):
                 on_cancelled()
 
         task = self._tasks().start(
-            fn, name=self.name, on_done=done, on_failed=failed, on_cancelled=cancelled
+            fn,
+            name=self.name,
+            on_done=done,
+            on_failed=failed,
+            on_cancelled=cancelled,
+            disposable=self.disposable,
         )
         task.progress.connect(lambda f, m: self.progress.emit(f, m) if live() else None)
         task.ended.connect(lambda: self._ended(task))

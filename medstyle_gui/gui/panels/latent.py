@@ -152,7 +152,7 @@ class LatentPanel(QWidget):
         self.scales: dict[str, Scale] = {}
         self.current: str | None = None
         self._walk_dir = 1
-        self.job = LatestJob(lambda: state.tasks, "slider ranges", self)
+        self.job = LatestJob(lambda: state.tasks, "slider ranges", self, disposable=True)
 
         self.grid = QGridLayout()
         self.grid.setColumnStretch(1, 1)

@@ -121,7 +121,7 @@ class MetricsPanel(QWidget):
         self.state = state
         self.curve: sweeps.ErrorCurve | None = None
         self.curve_name: str | None = None  # direction of self.curve
-        self.job = LatestJob(lambda: state.tasks, "error curve", self)
+        self.job = LatestJob(lambda: state.tasks, "error curve", self, disposable=True)
         self._key: tuple | None = None
         self._moves: dict[str, float] = {}
         self._latents_version = 0

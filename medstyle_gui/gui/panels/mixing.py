@@ -67,7 +67,7 @@ class MixingPanel(QWidget):
         self.state = state
         self.boxes: dict[str, QCheckBox] = {}
         self.curve: sweeps.ErrorCurve | None = None  # the bar chart's numbers
-        self.job = LatestJob(lambda: state.tasks, "error per layer", self)
+        self.job = LatestJob(lambda: state.tasks, "error per layer", self, disposable=True)
         self._key: tuple | None = None
 
         # -- where the second style comes from
