@@ -125,10 +125,10 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         misalign_mm=args.misalign_mm,
     )
     if args.montage:  # checked before the cohort is drawn, not after
-        from trainer.files import ensure_can_write
+        from trainer.files import ensure_can_write_png
 
         inside = args.out_dir.resolve() in args.montage.resolve().parents  # made with it
-        ensure_can_write(args.montage, args.overwrite, make_parents=inside)
+        ensure_can_write_png(args.montage, args.overwrite, make_parents=inside)
     out = write_cohort(
         args.out_dir,
         options,

@@ -71,12 +71,12 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 def _cmd_gui(args: argparse.Namespace) -> int:
     from trainer.errors import ScanWriteError
-    from trainer.files import ensure_can_write
+    from trainer.files import ensure_can_write_png
 
     if args.screenshot is not None:  # before the work, as every command that writes
         if args.screenshot.is_dir():
             raise ScanWriteError("is a folder, not a PNG file", args.screenshot)
-        ensure_can_write(args.screenshot, args.overwrite)
+        ensure_can_write_png(args.screenshot, args.overwrite)
     choose_qt_platform(screenshot=args.screenshot is not None)
     _check_inputs(args)
     from medstyle_gui.gui.app import run_gui

@@ -31,12 +31,17 @@ def _load(args: argparse.Namespace):
 
 
 def _check_refine_flags(args: argparse.Namespace) -> None:
-    """``--refine-lr`` and ``--refine-steps``, checked before anything slow starts."""
-    lr, steps = args.refine_lr, args.refine_steps
+    """``--refine-lr``, ``--refine-steps`` and ``--batch``, checked before anything slow
+    starts."""
+    from medstyle_gui.core.embed import MAX_REFINE_STEPS
+
+    lr, steps, batch = args.refine_lr, args.refine_steps, getattr(args, "batch", None)
     if lr is not None and not lr > 0:
         raise ConfigError(f"--refine-lr {lr:g}: the learning rate must be more than 0")
-    if steps is not None and steps < 0:
-        raise ConfigError(f"--refine-steps {steps}: must be 0 or more")
+    if steps is not None and not 0 <= steps <= MAX_REFINE_STEPS:
+        raise ConfigError(f"--refine-steps {steps}: must be from 0 to {MAX_REFINE_STEPS}")
+    if batch is not None and batch < 1:
+        raise ConfigError(f"--batch {batch}: refine at least one slice at a time")
 
 
 def _progress_bar(total: int, unit: str, quiet: bool):
@@ -320,14 +325,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from medstyle_gui.core.generate import GenerateRequest, generate_volume
     from medstyle_gui.core.latents import check_latents_model, read_latents
     from trainer.data.write import format_from_path, write_volume
-    from trainer.files import ensure_can_write
+    from trainer.files import ensure_can_write, ensure_can_write_png
 
     if (args.seed is None) == (args.from_latent is None):
         raise ConfigError("give one of --seed S or --from LATENTS.h5:ROW")
     fmt = format_from_path(args.out)
     ensure_can_write(args.out, args.overwrite)
     if args.preview:
-        ensure_can_write(args.preview, args.overwrite)
+        ensure_can_write_png(args.preview, args.overwrite)
     model = _load(args)
     start_w, label = None, ""
     if args.from_latent:

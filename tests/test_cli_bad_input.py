@@ -682,3 +682,126 @@ def test_implausible_pair_is_one_line_and_writes_nothing(case, tmp_path, capsys)
     names = "study" if argv[0] == "dataset" else "ct.nii.gz"
     _assert_one_clear_line(code, err, pattern, names)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+# -- found by trying every command with bad numbers, names and files ----------------------
+
+
+def _sweep_cases(tmp: Path, ct: str, mr: str) -> dict[str, tuple[list[str], str, str]]:
+    """``(argv, the error line's pattern, what it must name)``. Each of these once gave a
+    traceback, an "internal error", or exit 0 with a wrong output (a PNG named .jpg, HDF5
+    named .nii.gz, a CT trained as an MR, an all-zero volume...). ``ct`` and ``mr`` are a
+    small CT and MR whose sidecars say so; ``tmp/config.json`` gives kimg as a string."""
+    model, nowhere = str(DEMO_MODEL), str(tmp / "nowhere.h5")
+    generate = ["generate", "--model", model, "--quiet", "--out", str(tmp / "g.nii.gz")]
+    phantom = ["phantom", str(tmp / "c"), "--patients", "1", "--size", "32", "--slices", "4"]
+    pair = ["--out", str(tmp / "study"), "--no-register", "--no-n4", "--size", "16"]
+    gan = ["train", "gan", "--data", nowhere, "--out", str(tmp / "run"), "--quiet"]
+    return {
+        "convert --format h5 to .nii.gz": (
+            ["convert", ct, str(tmp / "x.nii.gz"), "--format", "h5"],
+            r"format h5 needs a name ending in \.h5 or \.hdf5", "x.nii.gz",
+        ),
+        "convert --format nifti to no ending": (
+            ["convert", ct, str(tmp / "series"), "--format", "nifti"],
+            r"format nifti needs a name ending in \.nii\.gz or \.nii", "series",
+        ),
+        "convert --format dicom to .nii.gz": (
+            ["convert", ct, str(tmp / "x.nii.gz"), "--format", "dicom"],
+            "the name says nifti but format dicom was asked for", "x.nii.gz",
+        ),
+        "pair MR then CT": (
+            ["pair", mr, ct, *pair], "is given as the CT but its sidecar says MR", "mr.nii.gz"
+        ),
+        "pair one scan twice": (
+            ["pair", ct, ct, *pair], "is given as both the CT and the MR", "ct.nii.gz"
+        ),
+        "session MR then CT": (
+            ["session", mr, ct, "--model", model, "--out", str(tmp / "s.medstyle"), "--quiet"],
+            "is given as the CT but its sidecar says MR", "mr.nii.gz",
+        ),
+        "phantom --seed -1": ([*phantom, "--seed", "-1"], "a seed is a whole number", "--seed"),
+        "phantom --montage .jpg": (
+            [*phantom, "--montage", str(tmp / "m.jpg")], "written as PNG: name it .png", "m.jpg"
+        ),
+        "generate --slices 10^8": (
+            [*generate, "--seed", "1", "--slices", "100000000"], "must be from 1 to", "--slices"
+        ),
+        "generate --truncation nan": (
+            [*generate, "--seed", "1", "--slices", "4", "--truncation", "nan"],
+            "psi must be from -2 to 2", "--truncation nan",
+        ),
+        "generate --pixel-mm 0": (
+            [*generate, "--seed", "1", "--slices", "4", "--pixel-mm", "0"],
+            "a pixel size is more than 0 mm", "--pixel-mm 0",
+        ),
+        "generate --seed 10^23": (
+            [*generate, "--seed", "1" + "0" * 23, "--slices", "4"], "too large", "--seed",
+        ),
+        "generate --preview .jpg": (
+            [*generate, "--seed", "1", "--slices", "4", "--preview", str(tmp / "p.jpg")],
+            "written as PNG: name it .png", "p.jpg",
+        ),
+        "embed --refine-steps 10^12": (
+            ["embed", ct, "--model", model, "--out", str(tmp / "l.h5"),
+             "--refine-steps", "1000000000000"],
+            "must be from 0 to 100000", "--refine-steps",
+        ),
+        "embed --batch 0": (
+            ["embed", ct, "--model", model, "--out", str(tmp / "l.h5"), "--batch", "0"],
+            "refine at least one slice", "--batch 0",
+        ),
+        "evaluate --seed -1": (
+            ["evaluate", "slice", "--model", model, "--data", nowhere, "--quick", "--quiet",
+             "--out", str(tmp / "report"), "--seed", "-1"],
+            "a seed is a whole number", "--seed -1",
+        ),
+        "train gan config of the wrong type": (
+            [*gan, "--config", str(tmp / "config.json")],
+            "option 'kimg' is 'lots'; it takes a number", "config.json",
+        ),
+        "train gan --device tpu": ([*gan, "--device", "tpu"], "unknown device", "--device tpu"),
+        "train gan --batch 7:4": (
+            [*gan, "--batch", "7:4"], "batch size resolution 7 is not a power of two", "7"
+        ),
+        "train gan --out a file": (
+            ["train", "gan", "--data", nowhere, "--out", ct], "is a file, not a run folder",
+            "ct.nii.gz",
+        ),
+        "train bundle of a folder without best.pt": (
+            ["train", "bundle", str(tmp), "--out", str(tmp / "b")],
+            "has no checkpoints/best.pt", str(tmp),
+        ),
+        "bench embed --steps 0": (
+            ["bench", "embed", "--model", model, "--steps", "0", "--batches", "1"],
+            "must be 1 or more", "--steps 0",
+        ),
+        "gui --screenshot .jpg": (
+            ["gui", "--screenshot", str(tmp / "s.jpg")], "written as PNG: name it .png", "s.jpg"
+        ),
+    }  # fmt: skip
+
+
+SWEEP = list(_sweep_cases(Path("t"), "ct", "mr"))
+
+
+@pytest.mark.parametrize("case", SWEEP)
+def test_bad_input_found_by_trying_every_command(case, tmp_path, capsys):
+    ct, mr = _pair_scans(tmp_path)
+    (tmp_path / "config.json").write_text('{"kimg": "lots"}')
+    argv, pattern, names = _sweep_cases(tmp_path, ct, mr)[case]
+    before = sorted(tmp_path.rglob("*"))
+    code, err = _run(argv, capsys)
+    _assert_one_clear_line(code, err, pattern, names)
+    assert sorted(tmp_path.rglob("*")) == before, "a refused command must write nothing"
+
+
+def test_directions_fit_refuses_a_negative_seed_and_trials():
+    """numpy took ``--seed -1`` as an internal error; ``--trials -1`` ran as 0."""
+    from trainer.directions.latents import fit_directions
+    from trainer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--seed -1: must be from 0 to 2\^32 - 1"):
+        fit_directions("unread.h5", seed=-1)
+    with pytest.raises(ConfigError, match="--trials -1: must be 0"):
+        fit_directions("unread.h5", trials=-1)

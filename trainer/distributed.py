@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from trainer.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -43,6 +45,17 @@ class DistInfo:
 def env_world_size() -> int:
     """``WORLD_SIZE`` from torchrun's environment, 1 when not under torchrun."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a ``--device`` this machine cannot train on (``None``: CUDA when there is
+    one, else the CPU), before a run folder is made."""
+    if device is None or device == "cpu":
+        return
+    if device != "cuda" and not device.startswith("cuda:"):
+        raise ConfigError(f"--device {device}: unknown device (cpu or cuda)")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no CUDA GPU")
 
 
 def init(device: str | None = None) -> DistInfo:

@@ -55,6 +55,17 @@ def ensure_can_write(
     return target
 
 
+def ensure_can_write_png(
+    target: str | os.PathLike[str], overwrite: bool, *, make_parents: bool = False
+) -> Path:
+    """:func:`ensure_can_write` for a PNG picture, whose name must end in ``.png``: the
+    writers make PNG whatever the name says, so ``x.jpg`` would be a PNG misnamed."""
+    target = Path(target)
+    if target.suffix.lower() != ".png":
+        raise ScanWriteError("pictures are written as PNG: name it .png", target)
+    return ensure_can_write(target, overwrite, make_parents=make_parents)
+
+
 #: errno -> the reason a folder refuses new files, in plain words.
 _WRITE_REFUSALS = {
     errno.EACCES: "permission denied",

@@ -147,7 +147,7 @@ def _resolve_run_config(
             and out.exists()
             and (not out.is_dir() or any(out.iterdir()))
         ):
-            raise ConfigError("already holds a run (pass --resume to continue it)", out)
+            raise ConfigError(_taken_run_folder(out), out)
         _check_run_folder_writable(out)
         return cfg
     if "out" not in overrides:
@@ -173,6 +173,15 @@ def _resolve_run_config(
             )
     saved["out"] = overrides["out"]
     return cls.from_dict(saved, saved_file).validate()
+
+
+def _taken_run_folder(out: Path) -> str:
+    """Why ``out``, which exists, cannot be a new run folder."""
+    if not out.is_dir():
+        return "is a file, not a run folder"
+    if (out / "config.json").is_file():
+        return "already holds a run (pass --resume to continue it)"
+    return "is a folder that is not empty and holds no run; give a new folder"
 
 
 def _check_run_folder_writable(out: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 from medstyle_gui.core.embed import embed_images
 from medstyle_gui.core.model import Model
 from trainer.bench import cpu_has_bf16
+from trainer.errors import ConfigError
 
 PRECISIONS = ("float32", "bf16")
 
@@ -34,6 +35,10 @@ def bench_embed(
     against the first batch size of the same precision, and for bf16 ``vs_float32`` (per
     slice, the same batch size).
     """
+    if steps < 1:  # the rates divide by it
+        raise ConfigError(f"--steps {steps}: must be 1 or more")
+    if any(b < 1 for b in batches):
+        raise ConfigError(f"--batches {min(batches)}: must be 1 or more")
     rows: list[dict[str, Any]] = []
     for precision in precisions:
         if precision not in PRECISIONS:

@@ -39,6 +39,9 @@ REFINE_BETAS = (0.9, 0.999)
 #: Refinement run to convergence in W (measured on the demo model; see the module notes).
 CONVERGED_STEPS = 500
 CONVERGED_LR = 3e-2
+#: More refinement steps than anyone needs (500 converge): refused, since the loss
+#: curve's memory grows with them.
+MAX_REFINE_STEPS = 100_000
 #: The discriminator's first-conv features are compared from this resolution up.
 FEATURE_MIN_RESOLUTION = 64
 
@@ -195,7 +198,7 @@ def embed_images(
     n = x_all.shape[0]
     if len(modalities) != n:
         raise ConfigError(f"{len(modalities)} modalities given for {n} slices")
-    if steps < 0 or batch < 1 or not lr > 0:
+    if not 0 <= steps <= MAX_REFINE_STEPS or batch < 1 or not lr > 0:
         raise ConfigError(
             f"steps must be >= 0, batch >= 1 and lr > 0 (got {steps}, {batch}, {lr:g})"
         )

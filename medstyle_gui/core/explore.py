@@ -524,7 +524,7 @@ def load_pair(
     is loaded all the same, for the user to look at). Without ``encode`` the latent
     tables are empty (a session brings its own).
     """
-    from trainer.data.read import read_volume
+    from trainer.data.read import read_pair
     from trainer.data.register import prepare_pair
     from trainer.data.studies import find_studies
 
@@ -534,8 +534,7 @@ def load_pair(
         study = find_studies([ct_path])[0]
         ct_path, mr_path, register = study.ct, study.mr, not study.aligned
     say(0.0, "reading the CT and the MR")
-    ct = read_volume(ct_path, modality="CT")
-    mr = read_volume(mr_path, modality="MR")
+    ct, mr = read_pair(ct_path, mr_path)
     _check_cancel(cancel)
     say(0.2, "registering CT to MR" if register else "resampling the pair")
     pair = prepare_pair(ct, mr, size=model.resolution, register=register, n4=True)

@@ -385,10 +385,10 @@ def export_volume(
     the provenance. ``progress(fraction, text)`` after each batch of slices; ``cancel``
     stops between batches with :class:`ExportCancelled`. Checks the target first."""
     from medstyle_gui.core.generate import generate_volume
-    from trainer.data.write import format_from_path, write_volume
+    from trainer.data.write import output_format, write_volume
 
     path = Path(path)
-    fmt = fmt or format_from_path(path)
+    fmt = output_format(path, fmt)
     ensure_can_write(path, overwrite)
     say = progress or (lambda fraction, text: None)
 

@@ -11,6 +11,7 @@ a :class:`Provenance`, which the writers put into the sidecar / DICOM header.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ DEFAULT_TRUNCATION = 0.7
 CLASS_CONFIDENCE = 0.99
 #: Largest class move tried, in hidden-space units along the unit normal.
 MAX_CLASS_MOVE = 100.0
+#: Most slices one volume may have (a whole-body CT at 1 mm has about 1800).
+MAX_SLICES = 4096
+#: Truncation psi beyond this many times the distance to w_avg makes no images (at
+#: 1e30 every pixel overflows to one value).
+MAX_TRUNCATION = 2.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,22 @@ def start_latent(model: Model, request: GenerateRequest) -> torch.Tensor:
     z = torch.randn(1, model.config.z_dim, generator=gen).to(model.device)
     with torch.no_grad():
         return model.G.map(z, truncation_psi=request.truncation_psi)[:, 0]
+
+
+def _check_request(request: GenerateRequest, pixel_mm: float | None) -> None:
+    """Refuse numbers that would make no volume, or a wrong one, before any work."""
+    if not 1 <= request.slices <= MAX_SLICES:
+        raise ConfigError(f"--slices must be from 1 to {MAX_SLICES} (got {request.slices})")
+    psi = request.truncation_psi
+    if request.seed is not None and not abs(psi) <= MAX_TRUNCATION:  # NaN fails too
+        raise ConfigError(
+            f"--truncation {psi:g}: psi must be from -{MAX_TRUNCATION:g} to {MAX_TRUNCATION:g} "
+            "(1 is no truncation)"
+        )
+    if request.seed is not None and not -(2**63) <= request.seed < 2**63:
+        raise ConfigError(f"--seed {request.seed}: too large (at most 2^63 - 1)")
+    if pixel_mm is not None and not (math.isfinite(pixel_mm) and pixel_mm > 0):
+        raise ConfigError(f"--pixel-mm {pixel_mm:g}: a pixel size is more than 0 mm")
 
 
 def _direction(model: Model, name: str, why: str):
@@ -154,8 +176,7 @@ def generate_volume(
     Needs the model's calibrated ``slice`` direction; ``modality`` / ``sex`` requests
     need those directions. ``pixel_mm`` overrides the training data's pixel size.
     """
-    if request.slices < 1:
-        raise ConfigError(f"--slices must be at least 1 (got {request.slices})")
+    _check_request(request, pixel_mm)
     slice_dir = _direction(model, "slice", "to walk from slice to slice")
     calibration = getattr(slice_dir, "calibration", None) or {}
     if not calibration.get("units_per_slice"):
@@ -201,7 +222,7 @@ def generate_volume(
     native = model.normalisation.to_native(unit, modality).astype(np.float32)
 
     geometry = model_geometry(model)
-    pixel = pixel_mm or geometry.get("pixel_mm")
+    pixel = pixel_mm if pixel_mm is not None else geometry.get("pixel_mm")
     if not pixel:
         raise ConfigError("the model does not record its pixel size; give --pixel-mm")
     slice_mm = float(calibration.get("mm_per_slice") or geometry.get("slice_mm") or pixel)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.data.provenance import Provenance
-from trainer.data.read import read_volume
+from trainer.data.read import read_pair
 from trainer.data.register import PairedStudy, prepare_pair
 from trainer.data.write import write_volume
 from trainer.errors import RegistrationError
@@ -72,8 +72,7 @@ def pair_scans(
     """
     out_dir = Path(out_dir)
     ensure_can_write(out_dir, overwrite)  # fail before the slow work
-    ct = read_volume(ct_path, series_uid=ct_series, modality="CT")
-    mr = read_volume(mr_path, series_uid=mr_series, modality="MR")
+    ct, mr = read_pair(ct_path, mr_path, ct_series, mr_series)
     sex = mr.sex or ct.sex
     pair = prepare_pair(ct, mr, size=size, register=register, n4=n4)
     check = pair.check

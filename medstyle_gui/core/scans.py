@@ -37,11 +37,11 @@ def convert_scan(
     SimpleITK's ``DICOMOrient(image, "LPS")`` gives. Patient identity is not carried
     over. ``dst`` is checked before ``src`` is read so an existing target fails fast.
     """
-    from trainer.data.write import format_from_path
+    from trainer.data.write import output_format
     from trainer.files import ensure_can_write
 
     dst = Path(dst)
-    fmt = fmt or format_from_path(dst)
+    fmt = output_format(dst, fmt)
     ensure_can_write(dst, overwrite)
     volume = read_volume(src, series_uid=series_uid, modality=modality)
     return write_volume(

@@ -116,7 +116,8 @@ def read_latents_file(path: str | PathLike[str]) -> Latents:
     file, newer than this version, or lacks a column)."""
     path = Path(path)
     if not path.is_file():
-        raise LatentsError("does not exist (expected a LATENTS.h5 from 'medstyle embed')", path)
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise LatentsError(f"{what} (expected a LATENTS.h5 from 'medstyle embed')", path)
     try:
         f = h5py.File(path, "r")
     except OSError:

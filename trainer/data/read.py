@@ -97,6 +97,36 @@ def read_volume(
     return volume
 
 
+#: Modality sources that are the scan's own record, not a guess from its intensities.
+_RECORDED = ("dicom", "sidecar", "hdf5", "dataset")
+
+
+def read_pair(
+    ct_path: str | os.PathLike[str],
+    mr_path: str | os.PathLike[str],
+    ct_series: str | None = None,
+    mr_series: str | None = None,
+) -> tuple[Volume, Volume]:
+    """Read a patient's CT and MR, given in that order. A guess of the modality from
+    intensities gives way to the order, but one scan given twice, or a scan whose own
+    header or sidecar names the other modality, is refused: swapped or repeated arguments
+    would otherwise treat a CT as an MR."""
+    if Path(ct_path).resolve() == Path(mr_path).resolve() and ct_series == mr_series:
+        raise InvalidScanError("is given as both the CT and the MR", ct_path)
+    pair = []
+    for path, series, modality in ((ct_path, ct_series, "CT"), (mr_path, mr_series, "MR")):
+        volume = read_volume(path, series_uid=series)
+        if volume.modality != modality and volume.modality_source in _RECORDED:
+            raise InvalidScanError(
+                f"is given as the {modality} but its {volume.modality_source} says "
+                f"{volume.modality}; give the CT first, then the MR",
+                path,
+            )
+        volume.modality, volume.modality_source = modality, "option"
+        pair.append(volume)
+    return pair[0], pair[1]
+
+
 def scan_format(path: Path) -> str:
     """The format of a file from its name (and, for DICOM, its 'DICM' marker)."""
     name = path.name.lower()

@@ -46,6 +46,31 @@ def format_from_path(path: Path) -> str:
     return "dicom"
 
 
+def output_format(path: Path, fmt: str | None = None) -> str:
+    """The format to write ``path`` in: the one its name implies, or ``fmt`` when given,
+    which must agree with the name, since readers (and SimpleITK's writer) go by the
+    ending; a DICOM series is a folder whose name no file format claims."""
+    if fmt is None:
+        return format_from_path(path)
+    if fmt not in FORMATS:
+        raise ScanWriteError(f"unknown output format {fmt!r} ({', '.join(FORMATS)})", path)
+    name, endings = path.name.lower(), FORMATS[fmt]
+    if endings and not name.endswith(endings):
+        raise ScanWriteError(
+            f"format {fmt} needs a name ending in {' or '.join(endings)}, "
+            "the ending it is read back by",
+            path,
+        )
+    claimed = next((f for f, e in FORMATS.items() if e and name.endswith(e)), fmt)
+    if claimed != fmt:
+        raise ScanWriteError(
+            f"the name says {claimed} but format {fmt} was asked for; "
+            f"rename it or leave the format to the name",
+            path,
+        )
+    return fmt
+
+
 def write_volume(
     volume: Volume,
     path: str | os.PathLike[str],
@@ -60,9 +85,7 @@ def write_volume(
     format is unknown, or the write fails; nothing is left half-written.
     """
     path = Path(path)
-    fmt = fmt or format_from_path(path)
-    if fmt not in FORMATS:
-        raise ScanWriteError(f"unknown output format {fmt!r} ({', '.join(FORMATS)})", path)
+    fmt = output_format(path, fmt)
     provenance = provenance or conversion(Path(volume.source).name if volume.source else "")
     try:
         if fmt == "dicom":

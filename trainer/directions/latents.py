@@ -23,7 +23,7 @@ from trainer.data.latents_file import read_latents_file
 from trainer.directions.calibrate import calibrate_slice
 from trainer.directions.fit import fit_direction
 from trainer.directions.model import Direction, DirectionError, conditional_direction, slice_classes
-from trainer.errors import DatasetError
+from trainer.errors import ConfigError, DatasetError
 
 BUILT_IN = {"modality": ("MR", "CT"), "sex": ("F", "M"), "slice": ("inferior", "superior")}
 
@@ -44,7 +44,8 @@ def read_label_csv(path: str | PathLike[str], n_rows: int) -> dict[str, np.ndarr
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError("does not exist (expected a label CSV: row,<label>,...)", path)
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise DatasetError(f"{what} (expected a label CSV: row,<label>,...)", path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -121,6 +122,10 @@ def fit_directions(
     A built-in feature whose labelled slices hold one class only (a CT-only study, unknown
     sex) is skipped with a message to ``log``; a CSV label that cannot be fitted raises.
     """
+    if trials < 0:
+        raise ConfigError(f"--trials {trials}: must be 0 (logistic regression only) or more")
+    if not 0 <= seed < 2**32:  # numpy's and torch's seeds
+        raise ConfigError(f"--seed {seed}: must be from 0 to 2^32 - 1")
     say = log or (lambda _msg: None)
     data = read_latents(latents_path)
     w = data["w"].astype(np.float32)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.errors import ConfigError
-from trainer.loops.gan_config import read_config_file
+from trainer.loops.gan_config import check_option_types, read_config_file
 from trainer.networks.encoder import BACKBONES
 
 
@@ -69,6 +69,9 @@ class EncoderTrainConfig:
             raise ConfigError("the w and image loss weights are both 0: nothing to train")
         if self.backbone not in BACKBONES:
             raise ConfigError(f"unknown encoder backbone {self.backbone!r} (mirror or resnet)")
+        from trainer.distributed import check_device  # torch: only once the rest is sound
+
+        check_device(self.device)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class EncoderTrainConfig:
                 d["betas"] = (float(b0), float(b1))
             except (TypeError, ValueError):
                 raise ConfigError("betas is malformed in the training config", source) from None
+        check_option_types(cls, d, source)
         return cls(**d)
 
     @classmethod

@@ -371,6 +371,12 @@ def bundle_from_checkpoint(
 
     ensure_can_write(out, overwrite)  # before loading a checkpoint of hundreds of MB
     path = Path(checkpoint)
+    if path.is_dir() and not (path / "checkpoints" / "best.pt").is_file():
+        raise ConfigError(
+            "has no checkpoints/best.pt (not a GAN run, or no snapshot measured yet); "
+            "give a checkpoint file, such as its checkpoints/latest.pt",
+            path,
+        )
     if path.is_dir():
         path = path / "checkpoints" / "best.pt"
     if not path.is_file():

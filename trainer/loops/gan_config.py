@@ -20,6 +20,8 @@ import dataclasses
 import json
 import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,8 @@ class GANTrainConfig:
             raise ConfigError("kimg must be positive")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes.values()):
             raise ConfigError("batch sizes must be positive whole numbers")
+        for res in self.batch_sizes:  # "RES:N": a resolution the schedule can reach
+            power_of_two("batch size resolution", res, 4)
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r} (wgan-gp or r1)")
         if self.metric not in METRICS:
@@ -154,6 +158,9 @@ class GANTrainConfig:
             raise ConfigError("learning rate must be positive")
         if self.metric_images < 2 or self.sample_grid < 1 or self.workers < 0:
             raise ConfigError("metric images >= 2, sample grid >= 1 and workers >= 0, please")
+        from trainer.distributed import check_device  # torch: only once the rest is sound
+
+        check_device(self.device)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,6 +189,7 @@ class GANTrainConfig:
             raise ConfigError(
                 "batch_sizes or betas is malformed in the training config", source
             ) from None
+        check_option_types(cls, d, source)
         return cls(**d)
 
     @classmethod
@@ -218,6 +226,40 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise ConfigError("must hold a JSON object of training options", path)
     return d
+
+
+#: How a config's value types are named to the user.
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    dict: "an object",
+    tuple: "a list",
+    list: "a list",
+    type(None): "null",
+}
+
+
+def check_option_types(cls: type, d: dict[str, Any], source: str | os.PathLike[str] | None) -> None:
+    """Refuse a value of the wrong JSON type for a field of the config dataclass ``cls``
+    (``"kimg": "lots"``), naming the option, before any comparison trips over it."""
+    hints = typing.get_type_hints(cls)
+    for key, value in d.items():
+        hint = hints[key]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        allowed = [typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,))]
+        if Any in allowed:
+            continue
+        if isinstance(value, bool):  # JSON true is no number
+            fits = bool in allowed
+        else:
+            fits = isinstance(value, tuple(allowed)) or (
+                float in allowed and isinstance(value, int)
+            )
+        if not fits:
+            wanted = " or ".join(_TYPE_WORDS.get(a, a.__name__) for a in allowed)
+            raise ConfigError(f"option '{key}' is {value!r}; it takes {wanted}", source)
 
 
 def parse_batch_sizes(text: str) -> dict[int, int]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from medstyle_gui.core.embed import REFINE_LR, REFINE_STEPS, embed_images
+from medstyle_gui.core.embed import MAX_REFINE_STEPS, REFINE_LR, REFINE_STEPS, embed_images
 from medstyle_gui.core.latents import check_latents_model, read_latents
 from medstyle_gui.core.model import Model
 from trainer.data.dataset import (
@@ -269,8 +269,8 @@ def open_eval_data(
         progress: called with a line of text while building or embedding.
     """
     steps = REFINE_STEPS if refine_steps is None else int(refine_steps)
-    if steps < 0:
-        raise ConfigError(f"--refine-steps {steps}: must be 0 or more")
+    if not 0 <= steps <= MAX_REFINE_STEPS:
+        raise ConfigError(f"--refine-steps {steps}: must be from 0 to {MAX_REFINE_STEPS}")
     lr = REFINE_LR if refine_lr is None else float(refine_lr)
     if not lr > 0:
         raise ConfigError(f"--refine-lr {lr:g}: must be more than 0")

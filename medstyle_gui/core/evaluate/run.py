@@ -180,6 +180,8 @@ def evaluate(
     """
     out = ensure_can_write(out, overwrite)
     names = parse_experiments(experiments)
+    if seed < 0:  # numpy's generators take no negative seeds
+        raise ConfigError(f"--seed {seed}: a seed is a whole number from 0 up")
     s = settings or (QUICK if quick else FULL)
     if refine_steps is not None:
         s = replace(s, refine_steps=int(refine_steps))

@@ -74,6 +74,8 @@ class CohortOptions:
             raise ConfigError(f"--patients {self.patients}: at least one patient is needed")
         if self.patients > 9999:
             raise ConfigError(f"--patients {self.patients} is more than 9999")
+        if self.seed < 0:  # numpy's generators take no negative seeds
+            raise ConfigError(f"--seed {self.seed}: a seed is a whole number from 0 up")
         if not 0.0 <= self.female_fraction <= 1.0:
             raise ConfigError(f"--female-fraction {self.female_fraction} is not between 0 and 1")
         if self.fmt not in FORMATS:

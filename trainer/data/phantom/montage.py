@@ -19,7 +19,7 @@ from PIL import Image
 
 from trainer.data.volume import Volume
 from trainer.errors import ConfigError, DatasetError
-from trainer.files import atomic_file, ensure_can_write
+from trainer.files import atomic_file, ensure_can_write_png
 
 CT_WINDOW = (40.0, 400.0)  # level, width (HU)
 LEVELS = (0.06, 0.3, 0.5, 0.7, 0.94)  # normalised slice positions shown
@@ -75,7 +75,7 @@ def render_montage(
     cohort, png = Path(cohort), Path(png)
     if per_sex < 1:
         raise ConfigError(f"--per-sex {per_sex}: show at least one patient of each sex")
-    ensure_can_write(png, overwrite)  # before reading and drawing the cohort
+    ensure_can_write_png(png, overwrite)  # before reading and drawing the cohort
     folders = pick_studies(cohort, per_sex)
     rows = 2 * len(folders)
     panel_in = 2.56
