@@ -104,7 +104,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset_info(args: argparse.Namespace) -> int:
-    from trainer.data.dataset import dataset_info, format_dataset_info
+    from trainer.data.dataset_info import dataset_info, format_dataset_info
 
     info = dataset_info(args.dataset)
     print(json.dumps(info, indent=2) if args.json else format_dataset_info(info))

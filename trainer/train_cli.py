@@ -414,7 +414,7 @@ def add_train_bundle_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train_bundle(args: argparse.Namespace) -> int:
     """Run ``train bundle``: the model bundle of one snapshot of a GAN run."""
-    from trainer.loops.gan import bundle_from_checkpoint
+    from trainer.loops.gan_bundle import bundle_from_checkpoint
 
     out = bundle_from_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite)
     print(f"wrote {out}")

@@ -41,7 +41,7 @@ def test_batches_are_distributed_samplers_and_resume_mid_epoch() -> None:
 
     from torch.utils.data import DistributedSampler
 
-    from trainer.loops.gan import GlobalBatchSampler
+    from trainer.loops.batch_sampler import GlobalBatchSampler
 
     n, batch = 50, 8  # 6 batches an epoch, 2 indices left over
     for epoch in (0, 1):

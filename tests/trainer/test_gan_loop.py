@@ -339,7 +339,8 @@ def test_init_from_a_bundle_starts_from_its_weights_and_counts_its_images(
     from the bundle, and the new bundle adds its images to the old ones."""
     from trainer import distributed
     from trainer.bundle import read_bundle_generator, read_bundle_manifest
-    from trainer.loops.gan import _Run, bundle_from_checkpoint, train_gan
+    from trainer.loops.gan import _Run, train_gan
+    from trainer.loops.gan_bundle import bundle_from_checkpoint
 
     bundle = tiny_run / "bundle"
     cfg = GANTrainConfig.resolve(

@@ -20,104 +20,29 @@ takes its share, so N processes with batch B/N see what one process with batch B
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
-import signal
 import statistics
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
 
 from trainer import distributed
 from trainer.errors import ConfigError, DatasetError
-from trainer.files import atomic_file, ensure_can_write
+from trainer.files import atomic_file
+from trainer.loops.batch_sampler import GlobalBatchSampler, real_batches
+from trainer.loops.gan_bundle import CHECKPOINT_FORMAT, init_record, write_model_bundle
 from trainer.loops.gan_config import GANTrainConfig, Phase
+from trainer.loops.gan_losses import d_loss, g_loss
 from trainer.loops.run_folder import RunFolder
 from trainer.networks.stylegan import Discriminator, Generator, StyleGANConfig
 
-CHECKPOINT_FORMAT = "medstyle-gan-checkpoint"
-
-
 # -- data -------------------------------------------------------------------------------
-
-
-class GlobalBatchSampler(Sampler[list[int]]):
-    """Endless per-rank batches of dataset indices, epoch after epoch, resumable mid-epoch.
-
-    The indices are ``DistributedSampler``'s (``shuffle=True``, ``set_epoch``): the order
-    of an epoch is ``randperm(n)`` seeded with ``seed + epoch`` and rank ``r`` of ``W``
-    takes every ``W``-th index from ``r`` on, so batch ``k`` of every rank together is
-    the ``k``-th run of ``batch_size`` indices of the order whatever the number of ranks
-    (and the minibatch-stddev groups of D, which stride through a batch the same way,
-    hold the same images). Unlike ``DistributedSampler`` it can start at ``offset`` within
-    an epoch (exact resume), and ``issued`` records the position after each batch handed
-    out, so the loop knows where it is even when a DataLoader prefetches.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        *,
-        rank: int,
-        world_size: int,
-        seed: int,
-        epoch: int = 0,
-        offset: int = 0,
-    ) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.offset = epoch, offset  # the next batch starts at order[offset]
-        self.issued: deque[tuple[int, int]] = deque()
-
-    def set_epoch(self, epoch: int, offset: int = 0) -> None:
-        self.epoch, self.offset = epoch, offset
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, offset = self.epoch, self.offset
-        while True:
-            order = torch.randperm(
-                self.n, generator=torch.Generator().manual_seed(self.seed + epoch)
-            )
-            while offset + self.batch_size <= self.n:
-                batch = order[offset : offset + self.batch_size]
-                offset += self.batch_size
-                self.issued.append((epoch, offset))
-                yield batch[self.rank :: self.world_size].tolist()
-            epoch, offset = epoch + 1, 0  # the incomplete tail of an epoch is dropped
-
-
-def _ignore_sigterm(_worker_id: int) -> None:
-    """DataLoader worker start: leave SIGTERM to the training process. A scheduler, or
-    ``pkill -f``, sends it to every process of the job; a worker that died of it would
-    crash the loop before it could save ``latest.pt`` (see ``StopOnTerm``). The workers
-    still end with the training process (PyTorch's watchdog sees the parent go)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _real_batches(
-    dataset: Any, sampler: GlobalBatchSampler, workers: int
-) -> Iterator[torch.Tensor]:
-    """Image batches ``[B/world, 1, N, N]`` in [-1, 1] in the sampler's order."""
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=workers,
-        persistent_workers=False,
-        pin_memory=False,
-        worker_init_fn=_ignore_sigterm if workers > 0 else None,
-    )
-    for images, _labels in loader:
-        sampler.epoch, sampler.offset = sampler.issued.popleft()  # position after this batch
-        yield images
 
 
 def _at_resolution(images: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
@@ -129,44 +54,6 @@ def _at_resolution(images: torch.Tensor, resolution: int, alpha: float) -> torch
         low = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
         images = torch.lerp(low, images, alpha)
     return images
-
-
-# -- losses -----------------------------------------------------------------------------
-
-
-def _input_gradient_norm2(D: Discriminator, x: torch.Tensor, phase: Phase) -> torch.Tensor:
-    """``||dD(x)/dx||^2`` per sample, ``[N]``, kept in the graph for the penalty."""
-    x = x.detach().requires_grad_(True)
-    out = D(x, resolution=phase.resolution, alpha=phase.alpha)
-    (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
-    return grad.float().square().flatten(1).sum(1)
-
-
-def d_loss(
-    cfg: GANTrainConfig,
-    D: Discriminator,
-    reals: torch.Tensor,
-    fakes: torch.Tensor,
-    eps: torch.Tensor,
-    phase: Phase,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Discriminator loss of one batch; ``eps [N, 1, 1, 1]`` mixes reals and fakes for WGAN-GP."""
-    d_real = D(reals, resolution=phase.resolution, alpha=phase.alpha).float()
-    d_fake = D(fakes, resolution=phase.resolution, alpha=phase.alpha).float()
-    if cfg.loss == "wgan-gp":
-        mixed = torch.lerp(fakes.detach().to(reals.dtype), reals, eps.to(reals.dtype))
-        gp = (_input_gradient_norm2(D, mixed, phase).sqrt() - 1.0).square().mean()
-        drift = d_real.square().mean()
-        loss = d_fake.mean() - d_real.mean() + cfg.gp_lambda * gp + cfg.drift * drift
-        return loss, {"loss_D": loss, "gp": gp, "D_real": d_real.mean(), "D_fake": d_fake.mean()}
-    r1 = _input_gradient_norm2(D, reals, phase).mean()
-    loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean() + 0.5 * cfg.r1_gamma * r1
-    return loss, {"loss_D": loss, "r1": r1, "D_real": d_real.mean(), "D_fake": d_fake.mean()}
-
-
-def g_loss(cfg: GANTrainConfig, d_fake: torch.Tensor) -> torch.Tensor:
-    d_fake = d_fake.float()
-    return -d_fake.mean() if cfg.loss == "wgan-gp" else F.softplus(-d_fake).mean()
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -212,22 +99,6 @@ def check_run(
     if cfg.init_from is not None and not resume:
         _check_init_bundle(cfg, net_cfg, final)
     return final
-
-
-def init_record(folder: str) -> dict[str, Any]:
-    """What a run started with ``--init-from`` records of its starting bundle, read once
-    when it starts (the bundle may be replaced later, e.g. by this run's own result):
-    its absolute path, its generator's hash and the thousands of real images its
-    generator had seen over every run it continued (``kimg_total``) or its own (``kimg``)."""
-    from trainer.bundle import GENERATOR_FILE, read_bundle_manifest
-
-    manifest = read_bundle_manifest(folder)
-    training = manifest.get("training") or {}
-    return {
-        "bundle": str(Path(folder).resolve()),
-        "generator_sha256": manifest["files"][GENERATOR_FILE]["sha256"],
-        "kimg": float(training.get("kimg_total", training.get("kimg", 0.0))),
-    }
 
 
 def _check_init_bundle(cfg: GANTrainConfig, net_cfg: StyleGANConfig, final: int) -> None:
@@ -313,117 +184,6 @@ def measure_training_speed(
         }
     finally:
         distributed.cleanup()
-
-
-def write_model_bundle(
-    folder: Path,
-    *,
-    cfg: GANTrainConfig,
-    network_config: dict[str, Any],
-    generator_state: dict[str, torch.Tensor],
-    discriminator_state: dict[str, torch.Tensor],
-    normalisation: dict[str, Any],
-    images_seen: int,
-    metric_value: float | None,
-    geometry: dict[str, Any],
-    init_from: dict[str, Any] | None = None,
-    overwrite: bool = True,
-) -> Path:
-    """The model bundle of a snapshot (G_ema ``generator_state``, D), with the training
-    record the explorer and the model card read: images seen (over every run it continued:
-    ``init_from`` is :func:`init_record` of the bundle this run started from), the
-    metric, the data and its geometry, the whole config."""
-    from trainer.bundle import write_bundle
-
-    training: dict[str, Any] = {
-        "images_seen": images_seen,
-        "kimg": images_seen / 1000,
-        "metric": cfg.metric,
-        "metric_value": metric_value,
-        "loss": cfg.loss,
-        "data": str(cfg.data),
-        "geometry": geometry,
-        "config": cfg.to_dict(),
-    }
-    if init_from is not None:
-        training["init_from"] = init_from
-        training["kimg_total"] = init_from["kimg"] + images_seen / 1000
-    return write_bundle(
-        folder,
-        generator_state=generator_state,
-        discriminator_state=discriminator_state,
-        w_avg=generator_state["w_avg"].detach().cpu(),
-        config=network_config,
-        normalisation=normalisation,
-        training=training,
-        overwrite=overwrite,
-    )
-
-
-def bundle_from_checkpoint(
-    checkpoint: str | Path, out: str | Path, *, overwrite: bool = False
-) -> Path:
-    """Write the model bundle of any snapshot of a GAN run: ``checkpoint`` is a run folder
-    (its ``checkpoints/best.pt``) or a checkpoint file (``images-*.pt``, ``latest.pt``).
-    A run keeps a bundle of its best snapshot by the metric only; another one may serve
-    better (e.g. the one that reconstructs best)."""
-    from trainer.checkpoint import load_checkpoint
-
-    ensure_can_write(out, overwrite)  # before loading a checkpoint of hundreds of MB
-    path = Path(checkpoint)
-    if path.is_dir() and not (path / "checkpoints" / "best.pt").is_file():
-        raise ConfigError(
-            "has no checkpoints/best.pt (not a GAN run, or no snapshot measured yet); "
-            "give a checkpoint file, such as its checkpoints/latest.pt",
-            path,
-        )
-    if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
-    if not path.is_file():
-        raise ConfigError("does not exist (a GAN run folder or checkpoint file)", path)
-    state = load_checkpoint(path)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError("is not a medstyle GAN training checkpoint", path)
-    cfg = GANTrainConfig.from_dict(state["config"], path)
-    images_seen = int(state["progress"]["images_seen"])
-    geometry = state.get("geometry")
-    if geometry is None:  # checkpoints written before the geometry was kept in them
-        from trainer.data.dataset import dataset_geometry, open_dataset
-
-        try:
-            with open_dataset(cfg.data) as f:
-                geometry = dataset_geometry(f)
-        except DatasetError:
-            geometry = {}
-    log = path.parent.parent / "log.jsonl"
-    return write_model_bundle(
-        Path(out),
-        cfg=cfg,
-        network_config=state["network_config"],
-        generator_state=state["G_ema"],
-        discriminator_state=state["D"],
-        normalisation=state["normalisation"],
-        images_seen=images_seen,
-        metric_value=_logged_metric(log, images_seen, cfg.metric),
-        geometry=geometry,
-        init_from=state.get("init_from") or (cfg.init_from and init_record(cfg.init_from)),
-        overwrite=overwrite,
-    )
-
-
-def _logged_metric(log: Path, images_seen: int, metric: str) -> float | None:
-    """The metric a run's log.jsonl holds for its snapshot at ``images_seen`` (None if none)."""
-    if not log.is_file():
-        return None
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("event") == "snapshot" and record.get("images_seen") == images_seen:
-            value = record.get(metric)
-            return float(value) if isinstance(value, int | float) else None
-    return None
 
 
 class _Run:
@@ -730,7 +490,7 @@ class _Run:
                     epoch=self.epoch,
                     offset=self.offset,
                 )
-                batches = _real_batches(self.dataset, sampler, cfg.workers)
+                batches = real_batches(self.dataset, sampler, cfg.workers)
             reals = next(batches)
             self.epoch, self.offset = sampler.epoch, sampler.offset
             reals = _at_resolution(reals.to(info.device), resolution, phase.alpha)

@@ -16,13 +16,12 @@ from torch.utils.data import DataLoader
 from medstyle_gui.cli import main
 from trainer.data.dataset import (
     build_dataset,
-    dataset_info,
-    format_dataset_info,
     is_slice_dataset,
     list_dataset_series,
     read_dataset_volume,
     read_labels,
 )
+from trainer.data.dataset_info import dataset_info, format_dataset_info
 from trainer.data.normalise import PAPER
 from trainer.data.studies import find_studies
 from trainer.data.torch_dataset import SliceDataset
